@@ -1,0 +1,205 @@
+//! Command-line types only: clap parses into these, and `settings` resolves them.
+//!
+//! Every `run` flag is an `Option` so that a job file can fill what the command line leaves
+//! unset; the defaults named in the help are applied in `settings`, not here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Batch runner for LLM text generation: JSONL or CSV prompts in, one JSON result per row out.
+#[derive(Debug, Parser)]
+#[command(name = "batchgen", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 every row ok; 1 finished, some rows failed; \
+2 nothing sent (bad usage, configuration or input); 3 stopped early (credentials, billing, \
+output not writable); 130 interrupted after a clean drain (a rerun resumes).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a batch: send every row of INPUT and write one result record per row.
+    Run(Box<RunArgs>),
+    /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
+    MockServer(MockServerArgs),
+}
+
+/// The API style requests are sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiStyle {
+    /// OpenAI-compatible Chat Completions: POST {base}/chat/completions.
+    Chat,
+}
+
+/// The DashScope region whose endpoint is the default base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// Singapore (dashscope-intl.aliyuncs.com).
+    Intl,
+    /// Beijing (dashscope.aliyuncs.com).
+    Cn,
+    /// Virginia (dashscope-us.aliyuncs.com).
+    Us,
+}
+
+/// Input file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// Comma-separated values with a header row.
+    Csv,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Input file (.jsonl or .csv, optionally .gz), or `-` for stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// Job file (TOML): any long flag by its snake_case name, plus a [params] table.
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<PathBuf>,
+
+    /// Input format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<InputFormat>,
+
+    /// Results file [default: INPUT with its extension replaced by .results.jsonl].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Field holding each row's id [default: id; `custom_id` is read for OpenAI Batch lines].
+    #[arg(long, value_name = "FIELD")]
+    pub id_field: Option<String>,
+
+    /// Field holding the prompt when there is no template or messages [default: prompt].
+    #[arg(long, value_name = "FIELD")]
+    pub prompt_field: Option<String>,
+
+    /// Prompt template over the row's fields: `{field}`; `{{` and `}}` are literal braces.
+    #[arg(long, value_name = "TEXT")]
+    pub template: Option<String>,
+
+    /// System prompt, sent first unless the row's messages have their own system message.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// API style [default: chat].
+    #[arg(long, value_name = "STYLE")]
+    pub api: Option<ApiStyle>,
+
+    /// API base URL, or `mock` for the built-in simulated endpoint
+    /// [env: BATCHGEN_BASE_URL; default: the DashScope endpoint of --region].
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// DashScope region for the default base URL [default: intl].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<Region>,
+
+    /// Name of the environment variable holding the API key [default: DASHSCOPE_API_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+
+    /// Model name [default: qwen-plus].
+    #[arg(short, long, value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// Sampling temperature, in [0, 2).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+
+    /// Nucleus sampling, in (0, 1].
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+
+    /// Cap on output tokens per row (at least 1).
+    #[arg(long, value_name = "N")]
+    pub max_tokens: Option<u64>,
+
+    /// Seed for best-effort reproducible sampling.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Stop sequence (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+
+    /// Most requests in flight [default: 16].
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Retries per row after the first attempt [default: 6].
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<u32>,
+
+    /// First backoff delay; later ones double, with full jitter [default: 500ms].
+    #[arg(long, value_name = "D")]
+    pub retry_delay: Option<String>,
+
+    /// Longest backoff delay [default: 30s].
+    #[arg(long, value_name = "D")]
+    pub retry_max_delay: Option<String>,
+
+    /// Timeout per attempt, e.g. 90s or 2m; a bare number means seconds [default: 300s].
+    #[arg(long, value_name = "D")]
+    pub timeout: Option<String>,
+
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Write a plain progress line this often when stderr is not a terminal [default: 30s].
+    #[arg(long, value_name = "D")]
+    pub progress_interval: Option<String>,
+
+    /// No progress bar or progress lines.
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Print only errors and the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MockServerArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8790)]
+    pub port: u16,
+
+    /// Fixed delay before each answer, e.g. 200ms.
+    #[arg(long, default_value = "0ms", value_name = "D")]
+    pub latency: String,
+
+    /// Extra random delay, uniform between zero and this.
+    #[arg(long, default_value = "0ms", value_name = "D")]
+    pub jitter: String,
+
+    /// Fault rates, e.g. `429=0.05,500=0.05,503=0.05,reset=0.05,malformed=0.05,truncated=0.05,hang=0.01`.
+    #[arg(long, default_value = "", value_name = "SPEC")]
+    pub faults: String,
+
+    /// Inject faults only on the first N attempts of each distinct request (0: any attempt).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fault_attempts: u32,
+
+    /// Retry-After sent with injected 429s.
+    #[arg(long, default_value = "1s", value_name = "D")]
+    pub retry_after: String,
+
+    /// How long an injected hang holds a request before dropping it.
+    #[arg(long, default_value = "1h", value_name = "D")]
+    pub hang: String,
+
+    /// Seed for the fault dice.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}

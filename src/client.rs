@@ -1,0 +1,161 @@
+//! One attempt: send a prepared body, read the answer, and turn every outcome into a `Reply`
+//! or a classified `Failure`. Every attempt has connect, read and total timeouts.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+
+use crate::request::{Reply, chat};
+use crate::retry::{self, ErrorKind, Failure};
+use crate::settings::ApiKey;
+
+/// The longest we wait for a TCP (and TLS) connection, whatever `--timeout` says.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection pool and everything an attempt needs, shared by all workers.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: String,
+    /// The `Authorization` header, marked sensitive so that it is never printed.
+    auth: Option<HeaderValue>,
+    /// Whether the endpoint is OpenAI's own, where `insufficient_quota` means billing.
+    openai: bool,
+}
+
+impl Client {
+    pub fn new(
+        base_url: &str,
+        key: Option<&ApiKey>,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> anyhow::Result<Client> {
+        // Any provider works; installing fails only when one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("batchgen/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .read_timeout(timeout)
+            .timeout(timeout)
+            .pool_max_idle_per_host(concurrency)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+        let auth = match key {
+            Some(k) => {
+                let mut v =
+                    HeaderValue::from_str(&format!("Bearer {}", k.expose())).map_err(|_| {
+                        anyhow::anyhow!("the API key holds characters not allowed in a header")
+                    })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Client {
+            http,
+            url: format!("{}{}", base_url.trim_end_matches('/'), chat::PATH),
+            auth,
+            openai: base_url.contains("api.openai.com"),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one attempt.
+    pub async fn attempt(&self, body: Bytes) -> Result<Reply, Failure> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth.clone());
+        }
+        let resp = req.send().await.map_err(transport_failure)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let request_id = headers
+            .get("x-request-id")
+            .or_else(|| headers.get("x-dashscope-request-id"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = resp.bytes().await.map_err(|e| {
+            let mut f = Failure::new(
+                ErrorKind::BadResponse,
+                format!("answer body cut short: {}", chain(&e)),
+            )
+            .billed();
+            f.http_status = Some(status);
+            if e.is_timeout() {
+                f.kind = ErrorKind::Timeout;
+            }
+            f
+        })?;
+        if !(200..300).contains(&status) {
+            let mut f = retry::classify(status, &headers, &bytes, self.openai);
+            // A 5xx or a 408 may come after the model ran; nothing else is billed.
+            f.possibly_billed = status >= 500 || status == 408;
+            return Err(f);
+        }
+        match chat::parse(&bytes) {
+            Ok(mut reply) => {
+                if reply.request_id.is_none() {
+                    reply.request_id = request_id;
+                }
+                Ok(reply)
+            }
+            Err(why) => {
+                let is_error_body = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()));
+                let mut f = if is_error_body {
+                    retry::classify(status, &headers, &bytes, self.openai)
+                } else {
+                    let mut f = Failure::new(ErrorKind::BadResponse, why);
+                    f.http_status = Some(status);
+                    f
+                };
+                f.possibly_billed = true;
+                Err(f)
+            }
+        }
+    }
+}
+
+/// Classifies an error that left no HTTP answer.
+fn transport_failure(e: reqwest::Error) -> Failure {
+    let message = chain(&e);
+    if e.is_connect() {
+        // Never reached the server: nothing was billed.
+        let kind = if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Network
+        };
+        return Failure::new(kind, message);
+    }
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Network
+    };
+    Failure::new(kind, message).billed()
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        cur = s.source();
+    }
+    out
+}

@@ -1,0 +1,277 @@
+//! The pipeline: a reader thread streams rows through a bounded queue; the dispatcher takes a
+//! concurrency permit, then spawns a worker per row; each worker runs the row's attempts with
+//! retries and sends one `Outcome` to the writer. Before any of that, `validate` reads the
+//! whole input once and builds every request, so bad input is found before anything is sent.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::Client;
+use crate::input::{self, Item, Problem, RawRow};
+use crate::output::Outcome;
+use crate::output::resume::{Previous, id_key};
+use crate::progress::Live;
+use crate::request::{Builder, Prepared};
+use crate::retry::{self, Failure};
+use crate::settings::{InputSpec, Settings};
+
+/// Problems reported before giving up on an input.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// What the validation pass learned about the input.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub rows_total: u64,
+    /// Rows whose latest record in the existing output is `ok`.
+    pub rows_done: u64,
+    /// Whether rows carry their own ids (otherwise the row number is the id).
+    pub own_ids: bool,
+    pub problems: Vec<Problem>,
+    /// All problems found, of which `problems` holds the first few.
+    pub problem_count: u64,
+}
+
+impl Plan {
+    fn problem(&mut self, line: u64, reason: impl Into<String>) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem {
+                line,
+                reason: reason.into(),
+            });
+        }
+    }
+}
+
+/// The id of a row: its own, or its row number when the input has no ids.
+fn resolve_id(row: &RawRow, own: Option<String>) -> String {
+    own.unwrap_or_else(|| row.number.to_string())
+}
+
+/// Reads the whole input once, building every request, and counts the rows already done.
+pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io::Result<Plan> {
+    let mut plan = Plan::default();
+    // First line of each id, by hash, to name both lines of a duplicate.
+    let mut seen: HashMap<u128, u64> = HashMap::new();
+    let mut without_id: Vec<u64> = Vec::new();
+    let mut without_id_count = 0u64;
+    let (mut done_own, mut done_numbered) = (0u64, 0u64);
+    for item in input::open(spec)? {
+        let row = match item? {
+            Item::Row(row) => row,
+            Item::Bad(p) => {
+                plan.problem(p.line, p.reason);
+                continue;
+            }
+        };
+        plan.rows_total += 1;
+        let own = match input::row_id(&row.fields, builder.id_field()) {
+            Ok(id) => id,
+            Err(reason) => {
+                plan.problem(row.line, reason);
+                continue;
+            }
+        };
+        match &own {
+            Some(id) => {
+                if let Some(first) = seen.insert(id_key(id), row.line) {
+                    plan.problem(
+                        row.line,
+                        format!("duplicate id `{id}` (first on line {first})"),
+                    );
+                }
+                done_own += u64::from(prev.is_done(id));
+            }
+            None => {
+                without_id_count += 1;
+                if without_id.len() < MAX_PROBLEMS {
+                    without_id.push(row.line);
+                }
+                done_numbered += u64::from(prev.is_done(&row.number.to_string()));
+            }
+        }
+        let id = resolve_id(&row, own);
+        if let Err(reason) = builder.build(&row, id) {
+            plan.problem(row.line, reason);
+        }
+    }
+    plan.own_ids = !seen.is_empty();
+    if plan.own_ids && without_id_count > 0 {
+        for line in without_id {
+            plan.problem(
+                line,
+                format!(
+                    "no `{}` field, while other rows have one",
+                    builder.id_field()
+                ),
+            );
+        }
+        plan.problem_count += without_id_count.saturating_sub(MAX_PROBLEMS as u64);
+    }
+    plan.rows_done = if plan.own_ids {
+        done_own
+    } else {
+        done_numbered
+    };
+    plan.problems.sort_by_key(|p| p.line);
+    Ok(plan)
+}
+
+/// Why the run stopped before the end of the input.
+#[derive(Debug, Clone)]
+pub enum Stop {
+    /// An error that would fail every row (credentials, permission, billing).
+    Fatal(Failure),
+    /// SIGINT or SIGTERM.
+    Interrupted,
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub client: Client,
+    pub settings: Arc<Settings>,
+    pub live: Arc<Live>,
+    pub model: Arc<str>,
+    /// Cancelled to stop dispatching (a signal, or a fatal error). Held by the dispatcher,
+    /// the workers (no new attempts once cancelled) and the signal task.
+    pub stop: CancellationToken,
+    /// Cancelled by a second signal: in-flight attempts are dropped and their rows stay
+    /// without a record, so a rerun sends them again.
+    pub abandon: CancellationToken,
+    /// The first reason the run stopped early.
+    pub stopped: OnceLock<Stop>,
+}
+
+impl Shared {
+    pub fn stop_with(&self, why: Stop) {
+        let _ = self.stopped.set(why);
+        self.stop.cancel();
+    }
+}
+
+/// Streams the rows that still need a request into `tx`, on a blocking thread. Returns when
+/// the input ends or when the dispatcher has gone away (the receiver was dropped).
+pub fn read_rows(
+    spec: InputSpec,
+    builder: Builder,
+    prev: Arc<Previous>,
+    own_ids: bool,
+    tx: mpsc::Sender<Prepared>,
+) -> std::io::Result<()> {
+    for item in input::open(&spec)? {
+        let Item::Row(row) = item? else { continue };
+        let own = if own_ids {
+            input::row_id(&row.fields, builder.id_field())
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let id = resolve_id(&row, own);
+        if prev.is_done(&id) {
+            continue;
+        }
+        // The validation pass built this row already; a failure here means the file changed.
+        let Ok(prepared) = builder.build(&row, id) else {
+            continue;
+        };
+        if tx.blocking_send(prepared).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Takes a permit per row, then spawns its worker. Returns when the rows end or the run stops;
+/// the workers still running hold their own senders to the writer.
+pub async fn dispatch(
+    shared: Arc<Shared>,
+    mut rows: mpsc::Receiver<Prepared>,
+    results: mpsc::Sender<Outcome>,
+) {
+    // One permit per request in flight; a worker holds its permit until its outcome is sent.
+    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => None,
+            row = rows.recv() => row,
+        };
+        let Some(prepared) = next else { break };
+        let permit = tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => break,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        shared.live.in_flight.fetch_add(1, Relaxed);
+        let shared = shared.clone();
+        let results = results.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                _ = shared.abandon.cancelled() => None,
+                o = run_row(&shared, prepared) => Some(o),
+            };
+            shared.live.in_flight.fetch_sub(1, Relaxed);
+            if let Some(o) = outcome {
+                // The writer outlives every sender, so this fails only if it crashed.
+                let _ = results.send(o).await;
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Runs the attempts of one row, retrying what is retryable, and reports how it ended.
+async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
+    let s = &shared.settings;
+    let attempts = AtomicU32::new(0);
+    let billed = AtomicU32::new(0);
+    let last_ms = AtomicU64::new(0);
+    let attempt = || async {
+        attempts.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let result = shared.client.attempt(p.body.clone()).await;
+        last_ms.store(started.elapsed().as_millis() as u64, Relaxed);
+        if let Err(f) = &result {
+            if f.possibly_billed {
+                billed.fetch_add(1, Relaxed);
+            }
+            if f.fatal {
+                shared.stop_with(Stop::Fatal(f.clone()));
+            }
+        }
+        result
+    };
+    let result = attempt
+        .retry(retry::policy(
+            s.retry_delay,
+            s.retry_max_delay,
+            s.max_retries,
+        ))
+        .when(|f: &Failure| f.retryable && !shared.stop.is_cancelled())
+        .adjust(retry::next_wait)
+        .notify(|_, _: Duration| {
+            shared.live.retries.fetch_add(1, Relaxed);
+        })
+        .await;
+    Outcome {
+        id: p.id,
+        hash: p.hash,
+        metadata: p.metadata,
+        result,
+        attempts: attempts.load(Relaxed),
+        latency_ms: last_ms.load(Relaxed),
+        possibly_billed: billed.load(Relaxed),
+        model: shared.model.clone(),
+    }
+}

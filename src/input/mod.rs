@@ -1,0 +1,197 @@
+//! Input: streams rows out of JSONL or CSV files (optionally gzip-compressed), one at a time,
+//! with the line each row starts on, so that every problem can be named as `file:line`.
+
+mod csv;
+mod jsonl;
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use serde_json::{Map, Value};
+
+use crate::cli::InputFormat;
+use crate::settings::InputSpec;
+
+/// One row of the input: its fields, and where it was.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// 1-based line in the file where the row starts.
+    pub line: u64,
+    /// 1-based row number (blank lines and the CSV header do not count).
+    pub number: u64,
+    pub fields: Map<String, Value>,
+}
+
+/// Why a row cannot be used. `line` is where it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What reading the next row gave.
+pub enum Item {
+    Row(RawRow),
+    /// A row that cannot be parsed; reading goes on with the next one.
+    Bad(Problem),
+}
+
+/// A streaming reader of rows.
+pub enum Rows {
+    Jsonl(jsonl::JsonlRows),
+    Csv(Box<csv::CsvRows>),
+}
+
+impl Iterator for Rows {
+    type Item = io::Result<Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Rows::Jsonl(r) => r.next(),
+            Rows::Csv(r) => r.next(),
+        }
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Opens the input for reading, decompressing gzip when the first bytes say so.
+pub fn open(spec: &InputSpec) -> io::Result<Rows> {
+    let path = spec.path.as_ref().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "stdin must be spooled to a file first",
+        )
+    })?;
+    let file = fs_err::File::open(path)?;
+    let mut buffered = BufReader::with_capacity(READ_BUFFER, file);
+    let gz = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
+    let reader: Box<dyn BufRead + Send> = if gz {
+        Box::new(BufReader::with_capacity(
+            READ_BUFFER,
+            flate2::bufread::MultiGzDecoder::new(buffered),
+        ))
+    } else {
+        Box::new(buffered)
+    };
+    Ok(match spec.format {
+        InputFormat::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
+        InputFormat::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
+    })
+}
+
+/// Copies stdin to a temporary file, so that the input can be validated before it is sent.
+pub fn spool_stdin(dir: &std::path::Path) -> io::Result<tempfile::NamedTempFile> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".batchgen-stdin-")
+        .tempfile_in(dir)?;
+    io::copy(&mut io::stdin().lock().take(u64::MAX), &mut tmp)?;
+    Ok(tmp)
+}
+
+/// Renders a field value as prompt text: strings as they are, other values as JSON.
+pub fn field_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match value {
+        Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
+        Value::Null => None,
+        other => Some(std::borrow::Cow::Owned(other.to_string())),
+    }
+}
+
+/// The id a row gives itself, if any: the `id_field`, or `custom_id` (OpenAI Batch lines).
+pub fn row_id(fields: &Map<String, Value>, id_field: &str) -> Result<Option<String>, String> {
+    let value = fields
+        .get(id_field)
+        .filter(|v| !v.is_null())
+        .or_else(|| fields.get("custom_id").filter(|v| !v.is_null()));
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(format!("empty `{id_field}`")),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(_) => Err(format!("`{id_field}` must be a string or a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn read(format: InputFormat, text: &[u8]) -> Vec<Result<RawRow, Problem>> {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(text).expect("write");
+        let spec = InputSpec {
+            path: Some(f.path().to_path_buf()),
+            format,
+        };
+        open(&spec)
+            .expect("open")
+            .map(|r| match r.expect("io") {
+                Item::Row(row) => Ok(row),
+                Item::Bad(p) => Err(p),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jsonl_lines_and_problems() {
+        let rows = read(
+            InputFormat::Jsonl,
+            b"{\"id\":1,\"prompt\":\"a\"}\n\n[1,2]\n{bad\n\xff\xfe\n{\"prompt\":\"b\"}",
+        );
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[0].as_ref().map(|r| r.line).ok(), Some(1));
+        assert!(rows[1].as_ref().is_err_and(|p| p.line == 3));
+        assert!(rows[2].as_ref().is_err_and(|p| p.line == 4));
+        assert!(
+            rows[3]
+                .as_ref()
+                .is_err_and(|p| p.line == 5 && p.reason.contains("UTF-8"))
+        );
+        let last = rows[4].as_ref().ok();
+        assert_eq!(last.map(|r| (r.line, r.number)), Some((6, 2)));
+    }
+
+    #[test]
+    fn csv_quoted_newlines_keep_line_numbers() {
+        let rows = read(
+            InputFormat::Csv,
+            b"id,text\nr1,\"two\nlines, quoted\"\nr2,plain\n",
+        );
+        assert_eq!(rows.len(), 2);
+        let r1 = rows[0].as_ref().ok();
+        assert_eq!(r1.map(|r| r.line), Some(2));
+        assert_eq!(
+            r1.and_then(|r| r.fields.get("text"))
+                .and_then(Value::as_str),
+            Some("two\nlines, quoted")
+        );
+        assert_eq!(rows[1].as_ref().map(|r| r.line).ok(), Some(4));
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"{\"prompt\":\"x\"}\n").expect("gz");
+        let bytes = enc.finish().expect("gz");
+        let rows = read(InputFormat::Jsonl, &bytes);
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].is_ok());
+    }
+
+    #[test]
+    fn ids_from_strings_numbers_or_custom_id() {
+        let m = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            row_id(&m(serde_json::json!({"id": 7})), "id"),
+            Ok(Some("7".into()))
+        );
+        assert_eq!(
+            row_id(&m(serde_json::json!({"custom_id": "a"})), "id"),
+            Ok(Some("a".into()))
+        );
+        assert_eq!(row_id(&m(serde_json::json!({"x": 1})), "id"), Ok(None));
+        assert!(row_id(&m(serde_json::json!({"id": [1]})), "id").is_err());
+    }
+}

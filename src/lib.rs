@@ -1,0 +1,374 @@
+//! batchgen: a batch runner for LLM text generation.
+//!
+//! The data's path is the module list: `input` streams rows out of JSONL or CSV; `request`
+//! turns each row into the bytes sent; `dispatch` validates the whole input first, then feeds
+//! rows through a bounded queue to workers under a concurrency limit; `client` makes one
+//! attempt and `retry` decides whether and when to try again; `output` owns the results file
+//! (one writer task) and the resume scan; `summary` and `pricing` count tokens and cost;
+//! `progress` shows how far along the run is. `mock` is a simulated endpoint for rehearsals,
+//! tests and benchmarks. `run` ties them together and is what `main` calls.
+
+pub mod cli;
+pub mod client;
+pub mod dispatch;
+pub mod input;
+pub mod mock;
+pub mod output;
+pub mod pricing;
+pub mod progress;
+pub mod request;
+pub mod retry;
+pub mod settings;
+pub mod summary;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, MockServerArgs, RunArgs};
+use crate::dispatch::{Shared, Stop};
+use crate::pricing::Prices;
+use crate::progress::Live;
+use crate::request::Builder;
+use crate::settings::{Endpoint, Settings, parse_duration};
+
+/// How a command ended; the process exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every row ok.
+    Ok = 0,
+    /// The run finished and some rows failed.
+    SomeFailed = 1,
+    /// Nothing was sent: bad usage, configuration or input.
+    Usage = 2,
+    /// Stopped early: credentials, permission, billing, or output not writable.
+    Stopped = 3,
+    /// Interrupted by a signal after a clean drain.
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// Writes a line to stderr; the one place outside progress and the summary that talks.
+fn say(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Runs a parsed command line.
+pub async fn main_with(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Run(args) => run(*args, shutdown_signals()).await,
+        Command::MockServer(args) => mock_server(args).await,
+    }
+}
+
+async fn mock_server(args: MockServerArgs) -> Exit {
+    let cfg = match mock_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            say(format_args!("error: {e}"));
+            return Exit::Usage;
+        }
+    };
+    match mock::run_cli(cfg, args.port).await {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            say(format_args!("error: {e:#}"));
+            Exit::Stopped
+        }
+    }
+}
+
+fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
+    let d = |flag: &str, v: &str| parse_duration(flag, v).map_err(|e| e.to_string());
+    Ok(mock::MockConfig {
+        latency: d("latency", &args.latency)?,
+        jitter: d("jitter", &args.jitter)?,
+        faults: mock::FaultRates::parse(&args.faults).map_err(|e| format!("--faults: {e}"))?,
+        fault_attempts: args.fault_attempts,
+        retry_after: d("retry-after", &args.retry_after)?,
+        hang: d("hang", &args.hang)?,
+        seed: args.seed,
+    })
+}
+
+/// The signals that stop a run: the first stops dispatching, the second abandons in-flight
+/// requests. Returns the two tokens they cancel.
+fn shutdown_signals() -> (CancellationToken, CancellationToken) {
+    let stop = CancellationToken::new();
+    let abandon = CancellationToken::new();
+    let (s, a) = (stop.clone(), abandon.clone());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        for round in 0..2 {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                say(
+                    "interrupted: no new requests; waiting for those in flight (signal again to abandon them)",
+                );
+                s.cancel();
+            } else {
+                say("interrupted again: abandoning requests in flight");
+                a.cancel();
+            }
+        }
+    });
+    (stop, abandon)
+}
+
+/// `batchgen run`: validate, resume, send, write, summarize.
+pub async fn run(args: RunArgs, signals: (CancellationToken, CancellationToken)) -> Exit {
+    let settings = match settings::resolve(args, |k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            say(format_args!("error: {e}"));
+            return Exit::Usage;
+        }
+    };
+    match run_settings(settings, signals).await {
+        Ok(exit) => exit,
+        Err(Failed(exit, message)) => {
+            say(format_args!("error: {message}"));
+            exit
+        }
+    }
+}
+
+/// A setup failure: the exit code and what to tell the user.
+struct Failed(Exit, String);
+
+fn usage(message: impl Into<String>) -> Failed {
+    Failed(Exit::Usage, message.into())
+}
+
+async fn run_settings(
+    mut settings: Settings,
+    (stop, abandon): (CancellationToken, CancellationToken),
+) -> Result<Exit, Failed> {
+    let started = Instant::now();
+    let input_name = settings.input.display();
+    let output_name = settings.output.display().to_string();
+
+    // Stdin is spooled to a file so that it can be validated before anything is sent.
+    let _spool = match &settings.input.path {
+        Some(_) => None,
+        None => {
+            let dir = settings
+                .output
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = input::spool_stdin(dir)
+                .map_err(|e| Failed(Exit::Stopped, format!("cannot spool stdin: {e}")))?;
+            settings.input.path = Some(tmp.path().to_path_buf());
+            Some(tmp)
+        }
+    };
+
+    let builder = Builder::new(&settings).map_err(usage)?;
+    let prev = output::resume::scan(&settings.output)
+        .map_err(|e| Failed(Exit::Stopped, format!("cannot read {output_name}: {e}")))?;
+    let plan = dispatch::validate(&settings.input, &builder, &prev)
+        .map_err(|e| usage(format!("{input_name}: {e}")))?;
+    if plan.problem_count > 0 {
+        for p in &plan.problems {
+            say(format_args!("{input_name}:{}: {}", p.line, p.reason));
+        }
+        let more = plan.problem_count - plan.problems.len() as u64;
+        if more > 0 {
+            say(format_args!("... and {more} more problems"));
+        }
+        return Err(usage(format!(
+            "{input_name}: {} invalid rows; nothing was sent",
+            plan.problem_count
+        )));
+    }
+    if !settings.quiet {
+        if prev.torn_bytes > 0 {
+            say(format_args!(
+                "{output_name}: dropped a torn last line ({} bytes) left by an interrupted run; its row runs again",
+                prev.torn_bytes
+            ));
+        }
+        for line in prev.unreadable.iter().take(dispatch::MAX_PROBLEMS) {
+            say(format_args!(
+                "{output_name}:{line}: not a result record; ignored"
+            ));
+        }
+        if plan.rows_done > 0 {
+            say(format_args!(
+                "resuming: {} of {} rows already done in {output_name}",
+                plan.rows_done, plan.rows_total
+            ));
+        }
+    }
+
+    if let Some(dir) = settings.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs_err::create_dir_all(dir)
+            .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
+    }
+    let file = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&settings.output)
+        .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
+
+    // The simulated endpoint lives as long as this function.
+    let mut mock_server = None;
+    let base_url = match &settings.endpoint {
+        Endpoint::Url(u) => u.clone(),
+        Endpoint::Mock => {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let server = mock::MockServer::start(mock::MockConfig::default(), addr)
+                .await
+                .map_err(|e| {
+                    Failed(
+                        Exit::Stopped,
+                        format!("cannot start the mock endpoint: {e}"),
+                    )
+                })?;
+            let url = server.base_url();
+            mock_server = Some(server);
+            url
+        }
+    };
+    let client = client::Client::new(
+        &base_url,
+        settings.api_key.as_ref(),
+        settings.timeout,
+        settings.concurrency,
+    )
+    .map_err(|e| usage(format!("{e:#}")))?;
+
+    let prices = Arc::new(Prices::built_in());
+    let model: Arc<str> = Arc::from(settings.params.model.as_str());
+    let mut summary = summary::Summary::new(plan.rows_total, plan.rows_done);
+    summary.note_prices(&prices, &model);
+    if prices.get(&model).is_none() && !settings.quiet {
+        say(format_args!(
+            "warning: no price known for model `{model}`: its cost is reported as unknown (null)"
+        ));
+    }
+
+    let settings = Arc::new(settings);
+    let live = Arc::new(Live::new(plan.rows_total - plan.rows_done));
+    let shared = Arc::new(Shared {
+        client,
+        settings: settings.clone(),
+        live: live.clone(),
+        model,
+        stop: stop.clone(),
+        abandon,
+        stopped: OnceLock::new(),
+    });
+    // A signal stops the run through `shared`, so its reason is recorded.
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            let _ = shared.stopped.set(Stop::Interrupted);
+        });
+    }
+
+    let depth = settings.concurrency * 2;
+    // Rows ready to send: the reader thread holds the sender; the dispatcher drops the
+    // receiver when it stops, which ends the reader.
+    let (row_tx, row_rx) = mpsc::channel(depth);
+    // Outcomes: the dispatcher and each worker hold senders; when all are gone the writer
+    // flushes and ends.
+    let (out_tx, out_rx) = mpsc::channel(depth);
+
+    let reader = {
+        let (spec, builder, prev) = (settings.input.clone(), builder, Arc::new(prev));
+        let own_ids = plan.own_ids;
+        tokio::task::spawn_blocking(move || {
+            dispatch::read_rows(spec, builder, prev, own_ids, row_tx)
+        })
+    };
+    let writer = tokio::spawn(output::write_all(
+        file,
+        out_rx,
+        summary,
+        prices.clone(),
+        live.clone(),
+    ));
+    // Cancelled when the writer is done, to end the progress display.
+    let progress_done = CancellationToken::new();
+    let progress = tokio::spawn(progress::show(
+        live.clone(),
+        if settings.quiet {
+            settings::ProgressMode::Off
+        } else {
+            settings.progress
+        },
+        settings.progress_interval,
+        progress_done.clone(),
+    ));
+
+    dispatch::dispatch(shared.clone(), row_rx, out_tx).await;
+    let summary = writer.await;
+    progress_done.cancel();
+    let _ = progress.await;
+    let read_result = reader.await;
+    if let Some(server) = mock_server {
+        server.shutdown().await;
+    }
+    let summary = match summary {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(Failed(
+                Exit::Stopped,
+                format!("writing {output_name} failed: {e}"),
+            ));
+        }
+        Err(e) => return Err(Failed(Exit::Stopped, format!("the writer failed: {e}"))),
+    };
+    if let Ok(Err(e)) = read_result {
+        say(format_args!("error: reading {input_name}: {e}"));
+    }
+
+    let exit = match shared.stopped.get() {
+        Some(Stop::Fatal(f)) => {
+            say(format_args!(
+                "error: stopped early: {} error{}: {} (every row would fail the same way; fix it and rerun to resume)",
+                f.kind.as_str(),
+                f.code
+                    .as_deref()
+                    .map(|c| format!(" {c}"))
+                    .unwrap_or_default(),
+                f.message
+            ));
+            Exit::Stopped
+        }
+        Some(Stop::Interrupted) => Exit::Interrupted,
+        None if summary.rows_failed > 0 => Exit::SomeFailed,
+        None if summary.rows_ok + summary.rows_skipped < summary.rows_total => Exit::SomeFailed,
+        None => Exit::Ok,
+    };
+    let report = summary.report(started.elapsed().as_secs_f64(), exit.code(), &output_name);
+    let _ = report.render(&mut std::io::stderr().lock());
+    if let Some(path) = &settings.summary_json {
+        let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        if let Err(e) = fs_err::write(path, json) {
+            say(format_args!("error: cannot write the summary: {e}"));
+        }
+    }
+    Ok(exit)
+}

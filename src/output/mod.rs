@@ -1,0 +1,215 @@
+//! Output: the result records, the single writer task that owns the results file, and the
+//! resume scan of an existing file.
+
+pub mod resume;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::pricing::Prices;
+use crate::progress::Live;
+use crate::request::{Reply, Usage};
+use crate::retry::{ErrorKind, Failure};
+use crate::summary::Summary;
+
+/// What a worker reports when it is done with a row.
+#[derive(Debug)]
+pub struct Outcome {
+    pub id: String,
+    pub hash: String,
+    pub metadata: Option<Value>,
+    pub result: Result<Reply, Failure>,
+    pub attempts: u32,
+    /// Duration of the last attempt.
+    pub latency_ms: u64,
+    /// Attempts whose request was sent and whose answer was lost.
+    pub possibly_billed: u32,
+    /// The run's model, for pricing when the answer does not name one.
+    pub model: Arc<str>,
+}
+
+#[derive(Serialize)]
+struct OkRecord<'a> {
+    id: &'a str,
+    status: &'static str,
+    content: Option<&'a str>,
+    reasoning: Option<&'a str>,
+    finish_reason: Option<&'a str>,
+    model: &'a str,
+    usage: Option<&'a Usage>,
+    cost: Option<f64>,
+    attempts: u32,
+    latency_ms: u64,
+    request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a Value>,
+    request_hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    kind: ErrorKind,
+    http_status: Option<u16>,
+    code: Option<&'a str>,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorRecord<'a> {
+    id: &'a str,
+    status: &'static str,
+    error: ErrorBody<'a>,
+    attempts: u32,
+    request_hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Value>,
+}
+
+/// Appends the record of an outcome, as one line, to `buf`.
+pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    match &o.result {
+        Ok(r) => serde_json::to_writer(
+            &mut *buf,
+            &OkRecord {
+                id: &o.id,
+                status: "ok",
+                content: r.content.as_deref(),
+                reasoning: r.reasoning.as_deref(),
+                finish_reason: r.finish_reason.as_deref(),
+                model: r.model.as_deref().unwrap_or(&o.model),
+                usage: r.usage.as_ref(),
+                cost,
+                attempts: o.attempts,
+                latency_ms: o.latency_ms,
+                request_id: r.request_id.as_deref(),
+                tool_calls: r.tool_calls.as_ref(),
+                request_hash: &o.hash,
+                metadata: o.metadata.as_ref(),
+            },
+        )?,
+        Err(f) => serde_json::to_writer(
+            &mut *buf,
+            &ErrorRecord {
+                id: &o.id,
+                status: "error",
+                error: ErrorBody {
+                    kind: f.kind,
+                    http_status: f.http_status,
+                    code: f.code.as_deref(),
+                    message: &f.message,
+                },
+                attempts: o.attempts,
+                request_hash: &o.hash,
+                metadata: o.metadata.as_ref(),
+            },
+        )?,
+    }
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Records are written in batches of about this size, always whole lines.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Whatever is buffered reaches the file at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer task: the only owner of the results file. It ends when every sender of `rx`
+/// is dropped (the dispatcher and all workers are done), after a final flush and fsync.
+pub async fn write_all(
+    mut file: fs_err::File,
+    mut rx: mpsc::Receiver<Outcome>,
+    mut summary: Summary,
+    prices: Arc<Prices>,
+    live: Arc<Live>,
+) -> std::io::Result<Summary> {
+    let mut buf = Vec::with_capacity(WRITE_BATCH * 2);
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            outcome = rx.recv() => {
+                let Some(o) = outcome else { break };
+                let cost = match &o.result {
+                    Ok(r) => prices.cost(r.model.as_deref().unwrap_or(&o.model), r.usage.as_ref()),
+                    Err(_) => None,
+                };
+                encode(&o, cost, &mut buf).map_err(std::io::Error::other)?;
+                summary.add(&o, cost);
+                live.record(&o, cost);
+                if buf.len() >= WRITE_BATCH {
+                    file.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            _ = tick.tick() => {
+                if !buf.is_empty() {
+                    file.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+        }
+    }
+    file.write_all(&buf)?;
+    file.sync_data()?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(result: Result<Reply, Failure>) -> Outcome {
+        Outcome {
+            id: "r1".into(),
+            hash: "00ff".into(),
+            metadata: Some(serde_json::json!({"src": "a"})),
+            result,
+            attempts: 2,
+            latency_ms: 12,
+            possibly_billed: 0,
+            model: Arc::from("qwen-plus"),
+        }
+    }
+
+    #[test]
+    fn ok_and_error_records_have_the_spec_keys() {
+        let reply = Reply {
+            content: Some("hi".into()),
+            finish_reason: Some("stop".into()),
+            usage: Some(Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                total_tokens: 7,
+                ..Usage::default()
+            }),
+            ..Reply::default()
+        };
+        let mut buf = Vec::new();
+        encode(&outcome(Ok(reply)), Some(0.5), &mut buf).expect("encode");
+        let mut f = Failure::new(ErrorKind::InvalidRequest, "bad");
+        f.http_status = Some(400);
+        f.code = Some("InvalidParameter".into());
+        encode(&outcome(Err(f)), None, &mut buf).expect("encode");
+        let text = String::from_utf8(buf).expect("utf8");
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(lines[0]["status"], "ok");
+        assert_eq!(lines[0]["model"], "qwen-plus");
+        assert_eq!(lines[0]["usage"]["total_tokens"], 7);
+        assert_eq!(lines[0]["cost"], 0.5);
+        assert_eq!(lines[0]["metadata"]["src"], "a");
+        assert_eq!(lines[0]["request_hash"], "00ff");
+        assert_eq!(lines[1]["error"]["kind"], "invalid_request");
+        assert_eq!(lines[1]["error"]["http_status"], 400);
+        assert_eq!(lines[1]["attempts"], 2);
+    }
+}

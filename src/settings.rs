@@ -1,0 +1,515 @@
+//! Resolves the command line, the job file, the environment and the defaults, in that order of
+//! precedence, once, into immutable `Settings`. Nothing downstream sees clap or TOML.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::cli::{ApiStyle, InputFormat, Region, RunArgs};
+
+/// Environment variable read for the base URL when neither the flag nor the job file sets it.
+pub const ENV_BASE_URL: &str = "BATCHGEN_BASE_URL";
+/// Default name of the environment variable holding the API key.
+pub const DEFAULT_API_KEY_ENV: &str = "DASHSCOPE_API_KEY";
+pub const DEFAULT_MODEL: &str = "qwen-plus";
+
+/// A configuration problem: the run exits 2 having sent nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// An API key. It never leaves this type except as a sensitive header value.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The built-in simulated endpoint, started in-process on a free loopback port.
+    Mock,
+    Url(String),
+}
+
+/// Where rows come from.
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    /// `None` reads stdin.
+    pub path: Option<PathBuf>,
+    pub format: InputFormat,
+}
+
+impl InputSpec {
+    pub fn display(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<stdin>".to_string(),
+        }
+    }
+}
+
+/// Generation parameters applied to every row (a row's own `params` override them).
+#[derive(Debug, Clone, Default)]
+pub struct GenParams {
+    pub model: String,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+    /// The job file's `[params]` table, sent as given.
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub input: InputSpec,
+    pub output: PathBuf,
+    pub id_field: String,
+    pub prompt_field: String,
+    pub template: Option<String>,
+    pub system: Option<String>,
+    pub api: ApiStyle,
+    pub endpoint: Endpoint,
+    pub api_key_env: String,
+    pub api_key: Option<ApiKey>,
+    pub params: GenParams,
+    pub concurrency: usize,
+    pub max_retries: u32,
+    pub retry_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub timeout: Duration,
+    pub summary_json: Option<PathBuf>,
+    pub progress: ProgressMode,
+    pub progress_interval: Duration,
+    pub quiet: bool,
+}
+
+/// A duration in a job file: `"90s"`, `"2m"` or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum JobDuration {
+    Seconds(f64),
+    Text(String),
+}
+
+impl JobDuration {
+    fn into_text(self) -> String {
+        match self {
+            JobDuration::Seconds(s) => s.to_string(),
+            JobDuration::Text(t) => t,
+        }
+    }
+}
+
+/// A job file: the long flags by their snake_case names, plus `[params]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    input: Option<PathBuf>,
+    input_format: Option<InputFormat>,
+    output: Option<PathBuf>,
+    id_field: Option<String>,
+    prompt_field: Option<String>,
+    template: Option<String>,
+    system: Option<String>,
+    api: Option<ApiStyle>,
+    base_url: Option<String>,
+    region: Option<Region>,
+    api_key_env: Option<String>,
+    model: Option<String>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    max_tokens: Option<u64>,
+    seed: Option<u64>,
+    stop: Option<Vec<String>>,
+    concurrency: Option<usize>,
+    max_retries: Option<u32>,
+    retry_delay: Option<JobDuration>,
+    retry_max_delay: Option<JobDuration>,
+    timeout: Option<JobDuration>,
+    summary_json: Option<PathBuf>,
+    progress_interval: Option<JobDuration>,
+    no_progress: Option<bool>,
+    quiet: Option<bool>,
+    params: Option<Map<String, Value>>,
+}
+
+/// Reads a job file, rejecting unknown keys with the file's name.
+fn read_job(path: &Path) -> Result<JobFile, ConfigError> {
+    let text = fs_err::read_to_string(path).map_err(|e| bad(format!("{e}")))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|e| bad(format!("{}: not valid TOML: {e}", path.display())))?;
+    for key in ["api_key", "key", "apikey"] {
+        if table.contains_key(key) {
+            return Err(bad(format!(
+                "{}: `{key}` is not accepted: the API key is read only from the environment \
+                 variable named by `api_key_env` (default {DEFAULT_API_KEY_ENV})",
+                path.display()
+            )));
+        }
+    }
+    JobFile::deserialize(toml::Value::Table(table)).map_err(|e| {
+        bad(format!(
+            "{}: {}",
+            path.display(),
+            e.message().trim_end().replace('\n', " ")
+        ))
+    })
+}
+
+/// Parses a duration flag: humantime (`90s`, `2m`, `500ms`) or a bare number of seconds.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| {
+        bad(format!(
+            "--{flag}: `{text}` is not a duration ({e}); use e.g. 30s, 2m or 500ms"
+        ))
+    })
+}
+
+/// The default base URL of an API style in a DashScope region.
+pub fn default_base_url(api: ApiStyle, region: Region) -> String {
+    let host = match region {
+        Region::Intl => "https://dashscope-intl.aliyuncs.com",
+        Region::Cn => "https://dashscope.aliyuncs.com",
+        Region::Us => "https://dashscope-us.aliyuncs.com",
+    };
+    match api {
+        ApiStyle::Chat => format!("{host}/compatible-mode/v1"),
+    }
+}
+
+/// Whether a base URL points at this machine (a local server may need no key).
+fn is_loopback(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    matches!(host, "localhost" | "[::1]") || host.starts_with("127.")
+}
+
+/// The default output path: the input with its extensions replaced by `.results.jsonl`.
+pub fn default_output(input: &Path) -> PathBuf {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut stem = name.as_str();
+    for ext in [".gz", ".jsonl", ".ndjson", ".csv", ".json"] {
+        if let Some(s) = stem.strip_suffix(ext) {
+            stem = s;
+        }
+    }
+    input.with_file_name(format!("{stem}.results.jsonl"))
+}
+
+fn format_of(path: &Path) -> Option<InputFormat> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        Some(InputFormat::Jsonl)
+    } else if name.ends_with(".csv") {
+        Some(InputFormat::Csv)
+    } else {
+        None
+    }
+}
+
+fn rebase(base: Option<&Path>, p: PathBuf) -> PathBuf {
+    match base {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p,
+    }
+}
+
+/// Resolves a `run` command line into settings. `env` looks up environment variables.
+pub fn resolve(
+    args: RunArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let job = match &args.job {
+        Some(path) => read_job(path)?,
+        None => JobFile::default(),
+    };
+    let job_dir = args
+        .job
+        .as_deref()
+        .map(|p| p.parent().unwrap_or(Path::new("")).to_path_buf());
+    let job_dir = job_dir.as_deref();
+
+    let input_path = match args.input {
+        Some(p) => p,
+        None => match job.input {
+            Some(p) => rebase(job_dir, p),
+            None => return Err(bad("no INPUT given (a path, or - for stdin)")),
+        },
+    };
+    let stdin = input_path.as_os_str() == "-";
+    let format = match args.input_format.or(job.input_format) {
+        Some(f) => f,
+        None if stdin => InputFormat::Jsonl,
+        None => format_of(&input_path).ok_or_else(|| {
+            bad(format!(
+                "{}: cannot tell the format from the extension (.jsonl, .csv, optionally .gz); \
+                 use --input-format jsonl|csv",
+                input_path.display()
+            ))
+        })?,
+    };
+    let output = match args
+        .output
+        .or_else(|| job.output.map(|p| rebase(job_dir, p)))
+    {
+        Some(p) => p,
+        None if stdin => return Err(bad("reading stdin needs --output FILE")),
+        None => default_output(&input_path),
+    };
+
+    let api = args.api.or(job.api).unwrap_or(ApiStyle::Chat);
+    let region = args.region.or(job.region).unwrap_or(Region::Intl);
+    let base = args
+        .base_url
+        .or(job.base_url)
+        .or_else(|| env(ENV_BASE_URL).filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| default_base_url(api, region));
+    let endpoint = if base == "mock" {
+        Endpoint::Mock
+    } else if base.starts_with("http://") || base.starts_with("https://") {
+        Endpoint::Url(base.trim_end_matches('/').to_string())
+    } else {
+        return Err(bad(format!(
+            "--base-url: `{base}` is neither an http(s) URL nor `mock`"
+        )));
+    };
+
+    let api_key_env = args
+        .api_key_env
+        .or(job.api_key_env)
+        .unwrap_or_else(|| DEFAULT_API_KEY_ENV.to_string());
+    let api_key = env(&api_key_env)
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| ApiKey(k.trim().to_string()));
+    if let Endpoint::Url(url) = &endpoint
+        && api_key.is_none()
+        && !is_loopback(url)
+    {
+        return Err(bad(format!(
+            "the environment variable {api_key_env} is not set: export your API key there, \
+                 name another variable with --api-key-env, or rehearse with --base-url mock"
+        )));
+    }
+
+    let stop = if args.stop.is_empty() {
+        job.stop.unwrap_or_default()
+    } else {
+        args.stop
+    };
+    let params = GenParams {
+        model: args
+            .model
+            .or(job.model)
+            .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+        temperature: args.temperature.or(job.temperature),
+        top_p: args.top_p.or(job.top_p),
+        max_tokens: args.max_tokens.or(job.max_tokens),
+        seed: args.seed.or(job.seed),
+        stop,
+        extra: job.params.unwrap_or_default(),
+    };
+    check_ranges(&params)?;
+
+    let concurrency = args.concurrency.or(job.concurrency).unwrap_or(16);
+    if concurrency == 0 {
+        return Err(bad("--concurrency must be at least 1"));
+    }
+    let dur = |flag: &str, cli: Option<String>, job: Option<JobDuration>, default: &str| {
+        let text = cli
+            .or_else(|| job.map(JobDuration::into_text))
+            .unwrap_or_else(|| default.to_string());
+        parse_duration(flag, &text)
+    };
+    let timeout = dur("timeout", args.timeout, job.timeout, "300s")?;
+    if timeout.is_zero() {
+        return Err(bad("--timeout must be more than zero"));
+    }
+    let retry_delay = dur("retry-delay", args.retry_delay, job.retry_delay, "500ms")?;
+    let retry_max_delay = dur(
+        "retry-max-delay",
+        args.retry_max_delay,
+        job.retry_max_delay,
+        "30s",
+    )?;
+    let progress_interval = dur(
+        "progress-interval",
+        args.progress_interval,
+        job.progress_interval,
+        "30s",
+    )?;
+    if progress_interval.is_zero() {
+        return Err(bad("--progress-interval must be more than zero"));
+    }
+
+    let no_progress = args.no_progress || job.no_progress.unwrap_or(false);
+    Ok(Settings {
+        input: InputSpec {
+            path: (!stdin).then_some(input_path),
+            format,
+        },
+        output,
+        id_field: args
+            .id_field
+            .or(job.id_field)
+            .unwrap_or_else(|| "id".to_string()),
+        prompt_field: args
+            .prompt_field
+            .or(job.prompt_field)
+            .unwrap_or_else(|| "prompt".to_string()),
+        template: args.template.or(job.template),
+        system: args.system.or(job.system),
+        api,
+        endpoint,
+        api_key_env,
+        api_key,
+        params,
+        concurrency,
+        max_retries: args.max_retries.or(job.max_retries).unwrap_or(6),
+        retry_delay,
+        retry_max_delay: retry_max_delay.max(retry_delay),
+        timeout,
+        summary_json: args
+            .summary_json
+            .or_else(|| job.summary_json.map(|p| rebase(job_dir, p))),
+        progress: if no_progress {
+            ProgressMode::Off
+        } else {
+            ProgressMode::Auto
+        },
+        progress_interval,
+        quiet: args.quiet || job.quiet.unwrap_or(false),
+    })
+}
+
+/// Rejects generation parameters outside the provider's documented ranges.
+fn check_ranges(p: &GenParams) -> Result<(), ConfigError> {
+    if let Some(t) = p.temperature
+        && !(0.0..2.0).contains(&t)
+    {
+        return Err(bad(format!(
+            "--temperature {t} is out of range: it must be in [0, 2)"
+        )));
+    }
+    if let Some(t) = p.top_p
+        && !(t > 0.0 && t <= 1.0)
+    {
+        return Err(bad(format!(
+            "--top-p {t} is out of range: it must be in (0, 1]"
+        )));
+    }
+    if p.max_tokens == Some(0) {
+        return Err(bad("--max-tokens must be at least 1"));
+    }
+    if p.model.trim().is_empty() {
+        return Err(bad("--model must not be empty"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(input: &str) -> RunArgs {
+        RunArgs {
+            input: Some(PathBuf::from(input)),
+            base_url: Some("mock".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn output_replaces_extensions() {
+        assert_eq!(
+            default_output(Path::new("d/rows.csv.gz")),
+            PathBuf::from("d/rows.results.jsonl")
+        );
+        assert_eq!(
+            default_output(Path::new("rows.jsonl")),
+            PathBuf::from("rows.results.jsonl")
+        );
+    }
+
+    #[test]
+    fn durations_accept_bare_seconds() {
+        assert_eq!(
+            parse_duration("timeout", "90").ok(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("timeout", "2m").ok(),
+            Some(Duration::from_secs(120))
+        );
+        assert!(parse_duration("timeout", "soon").is_err());
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let mut a = args("x.jsonl");
+        a.temperature = Some(2.0);
+        let err = resolve(a, |_| None).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("[0, 2)")));
+        let mut a = args("x.jsonl");
+        a.top_p = Some(0.0);
+        assert!(resolve(a, |_| None).is_err());
+    }
+
+    #[test]
+    fn key_required_for_remote_endpoints_only() {
+        let mut a = args("x.jsonl");
+        a.base_url = Some("https://example.invalid/v1".into());
+        let err = resolve(a, |_| None).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("DASHSCOPE_API_KEY")));
+        let mut a = args("x.jsonl");
+        a.base_url = Some("http://127.0.0.1:9/v1".into());
+        assert!(resolve(a, |_| None).is_ok());
+    }
+
+    #[test]
+    fn key_is_redacted_in_debug() {
+        let key = ApiKey("sk-secret".into());
+        assert!(!format!("{key:?}").contains("secret"));
+    }
+}
