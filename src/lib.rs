@@ -220,7 +220,11 @@ async fn run_settings(
         }
     }
 
-    if let Some(dir) = settings.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = settings
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         fs_err::create_dir_all(dir)
             .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
     }

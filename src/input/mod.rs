@@ -150,7 +150,7 @@ mod tests {
                 .is_err_and(|p| p.line == 5 && p.reason.contains("UTF-8"))
         );
         let last = rows[4].as_ref().ok();
-        assert_eq!(last.map(|r| (r.line, r.number)), Some((6, 2)));
+        assert_eq!(last.map(|r| (r.line, r.number)), Some((6, 5)));
     }
 
     #[test]

@@ -101,7 +101,7 @@ mod tests {
         let prev = scan(f.path()).expect("scan");
         assert!(prev.is_done("a") && prev.is_done("b") && !prev.is_done("c"));
         assert_eq!(prev.records, 3);
-        assert_eq!(prev.torn_bytes, 16);
+        assert_eq!(prev.torn_bytes, 15);
         let text = std::fs::read_to_string(f.path()).expect("read");
         assert!(text.ends_with("\"ok\"}\n"));
     }

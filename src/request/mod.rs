@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn problems_are_reported() {
-        let b = builder(Some("Say {text}"), None);
+        let b = builder(Some("{text}"), None);
         assert!(b.build(&row(json!({"other": 1})), "1".into()).is_err());
         assert!(
             b.build(&row(json!({"text": "  "})), "1".into())

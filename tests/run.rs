@@ -1,0 +1,421 @@
+//! Black-box tests of `batchgen run`: the binary against the simulated endpoint on loopback.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use batchgen::mock::{FaultRates, MockConfig, MockServer, reply_for};
+use serde_json::Value;
+
+const SECRET: &str = "sk-test-7f3a9c1e5b2d4f60";
+
+/// A mock endpoint served by its own runtime, alive as long as this value.
+struct Endpoint {
+    rt: tokio::runtime::Runtime,
+    server: Option<MockServer>,
+}
+
+impl Endpoint {
+    fn start(cfg: MockConfig) -> Endpoint {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let server = rt
+            .block_on(MockServer::start(cfg, "127.0.0.1:0".parse().expect("addr")))
+            .expect("mock server");
+        Endpoint {
+            rt,
+            server: Some(server),
+        }
+    }
+
+    fn faults(spec: &str, fault_attempts: u32) -> Endpoint {
+        Endpoint::start(MockConfig {
+            faults: FaultRates::parse(spec).expect("faults"),
+            fault_attempts,
+            retry_after: Duration::from_millis(20),
+            ..MockConfig::default()
+        })
+    }
+
+    fn url(&self) -> String {
+        self.server
+            .as_ref()
+            .map(MockServer::base_url)
+            .unwrap_or_default()
+    }
+
+    fn stats(&self) -> batchgen::mock::StatsSnapshot {
+        self.server
+            .as_ref()
+            .map(MockServer::stats)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+fn batchgen() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"));
+    cmd.env_remove("BATCHGEN_BASE_URL")
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .timeout(Duration::from_secs(120));
+    cmd
+}
+
+/// Runs `batchgen run` with fast retries; returns (exit code, stderr).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = batchgen()
+        .arg("run")
+        .args(["--retry-delay", "5ms", "--retry-max-delay", "50ms"])
+        .args(args)
+        .output()
+        .expect("run batchgen");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !stderr.contains(SECRET) && !String::from_utf8_lossy(&out.stdout).contains(SECRET),
+        "the key leaked into the output"
+    );
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("results");
+    assert!(!text.contains(SECRET), "the key leaked into the results");
+    assert!(text.is_empty() || text.ends_with('\n'));
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("record is JSON"))
+        .collect()
+}
+
+fn by_id(recs: &[Value]) -> HashMap<String, Value> {
+    let mut map = HashMap::new();
+    for r in recs {
+        let id = r["id"].as_str().expect("id is a string").to_string();
+        assert!(map.insert(id.clone(), r.clone()).is_none(), "id {id} twice");
+    }
+    map
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write input");
+    p
+}
+
+fn prompts_jsonl(n: usize) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"r{i}\",\"prompt\":\"Question number {i}: what is {i} squared?\"}}\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn jsonl_with_a_quarter_faults_recovers_every_row() {
+    let ep = Endpoint::faults(
+        "429=0.05,500=0.04,503=0.04,reset=0.04,malformed=0.04,truncated=0.04",
+        2,
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(2000));
+    let out = dir.path().join("rows.results.jsonl");
+    let summary = dir.path().join("summary.json");
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "--base-url",
+        &ep.url(),
+        "--max-retries",
+        "4",
+        "-c",
+        "32",
+        "--summary-json",
+        summary.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 2000);
+    for i in 1..=2000 {
+        let r = &recs[&format!("r{i}")];
+        assert_eq!(r["status"], "ok", "{r}");
+        let prompt = format!("Question number {i}: what is {i} squared?");
+        assert_eq!(r["content"].as_str(), Some(reply_for(&prompt).as_str()));
+        assert!(r["usage"]["input_tokens"].as_u64().is_some_and(|n| n > 0));
+        assert!(r["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0));
+        assert!(r["request_hash"].is_string());
+    }
+    let stats = ep.stats();
+    let s: Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert_eq!(s["rows_ok"], 2000);
+    assert_eq!(s["exit_code"], 0);
+    assert_eq!(s["input_tokens"].as_u64(), Some(stats.input_tokens));
+    assert_eq!(s["output_tokens"].as_u64(), Some(stats.output_tokens));
+    assert!(s["retries"].as_u64().is_some_and(|n| n > 300), "{s}");
+    assert!(s["possibly_billed"].as_u64().is_some_and(|n| n > 0));
+    assert!(stats.rate_limited > 0 && stats.resets > 0 && stats.truncated > 0);
+    assert!(stderr.contains("batchgen summary") && stderr.contains("cost"));
+}
+
+#[test]
+fn csv_with_template_quoted_fields_and_newlines() {
+    let ep = Endpoint::faults("429=0.1,500=0.1", 1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut csv = String::from("id,text\n");
+    let mut texts = Vec::new();
+    for i in 1..=300 {
+        let text = if i % 3 == 0 {
+            format!("Line one of {i}, with a comma\nand \"quotes\" on line two")
+        } else {
+            format!("Plain text {i}")
+        };
+        csv.push_str(&format!("c{i},\"{}\"\n", text.replace('"', "\"\"")));
+        texts.push(text);
+    }
+    let input = write(dir.path(), "reviews.csv", &csv);
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "--template",
+        "Summarize: {text}",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&dir.path().join("reviews.results.jsonl")));
+    assert_eq!(recs.len(), 300);
+    for (i, text) in texts.iter().enumerate() {
+        let r = &recs[&format!("c{}", i + 1)];
+        let expected = reply_for(&format!("Summarize: {text}"));
+        assert_eq!(r["content"].as_str(), Some(expected.as_str()));
+    }
+}
+
+#[test]
+fn non_retryable_errors_are_recorded_once_and_exit_1() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(
+        dir.path(),
+        "mixed.jsonl",
+        "{\"id\":\"good\",\"prompt\":\"hello\"}\n\
+         {\"id\":\"bad\",\"prompt\":\"please fail [mock:400]\"}\n\
+         {\"id\":\"mod\",\"prompt\":\"[mock:moderation] text\"}\n",
+    );
+    let (code, stderr) = run(&[input.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&dir.path().join("mixed.results.jsonl")));
+    assert_eq!(recs["good"]["status"], "ok");
+    assert_eq!(recs["bad"]["error"]["kind"], "invalid_request");
+    assert_eq!(recs["bad"]["error"]["http_status"], 400);
+    assert_eq!(recs["bad"]["error"]["code"], "invalid_parameter_error");
+    assert_eq!(recs["bad"]["attempts"], 1);
+    assert_eq!(recs["mod"]["error"]["kind"], "content_filter");
+    assert_eq!(recs["mod"]["attempts"], 1);
+    assert_eq!(ep.stats().requests, 3);
+    assert!(stderr.contains("invalid_request 1"));
+}
+
+#[test]
+fn a_hanging_server_is_cut_by_the_timeout() {
+    let ep = Endpoint::start(MockConfig {
+        faults: FaultRates::parse("hang=1").expect("faults"),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "h.jsonl", &prompts_jsonl(2));
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "--base-url",
+        &ep.url(),
+        "--timeout",
+        "300ms",
+        "--max-retries",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&dir.path().join("h.results.jsonl")));
+    for r in recs.values() {
+        assert_eq!(r["error"]["kind"], "timeout", "{r}");
+        assert_eq!(r["attempts"], 2);
+    }
+    assert!(stderr.contains("possibly billed"));
+}
+
+#[test]
+fn bad_input_exits_2_naming_the_line_and_sends_nothing() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = prompts_jsonl(60);
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[56] = "{\"id\":\"r57\",\"prompt\":".to_string();
+    lines[9] = "{\"id\":\"r3\",\"prompt\":\"again\"}".to_string();
+    text = lines.join("\n") + "\n";
+    let input = write(dir.path(), "bad.jsonl", &text);
+    let (code, stderr) = run(&[input.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.jsonl:57: invalid JSON"), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl:10: duplicate id `r3` (first on line 3)"),
+        "{stderr}"
+    );
+    assert_eq!(ep.stats().requests, 0);
+    assert!(!dir.path().join("bad.results.jsonl").exists());
+
+    let missing = write(dir.path(), "t.csv", "id,body\n1,hello\n");
+    let (code, stderr) = run(&[
+        missing.to_str().expect("path"),
+        "--template",
+        "Say {text}",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("t.csv:2: template field `text` is missing"),
+        "{stderr}"
+    );
+    assert_eq!(ep.stats().requests, 0);
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "x.jsonl", &prompts_jsonl(1));
+    let path = input.to_str().expect("path");
+    let (code, stderr) = run(&[path, "--base-url", "mock", "--temperature", "2"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("[0, 2)"));
+    let (code, stderr) = run(&[path, "--base-url", "mock", "--top-p", "0"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("(0, 1]"));
+    let (code, _) = run(&[path, "--base-url", "mock", "--template", "oops {x"]);
+    assert_eq!(code, 2);
+    let out = batchgen()
+        .env_remove("DASHSCOPE_API_KEY")
+        .args(["run", path])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DASHSCOPE_API_KEY"));
+    let (code, stderr) = run(&["nope.txt", "--base-url", "mock"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--input-format"));
+}
+
+#[test]
+fn a_bad_key_stops_the_run_with_exit_3() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let rows: String = (1..=200)
+        .map(|i| format!("{{\"id\":{i},\"prompt\":\"p{i} [mock:401]\"}}\n"))
+        .collect();
+    let input = write(dir.path(), "k.jsonl", &rows);
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "--base-url",
+        &ep.url(),
+        "-c",
+        "4",
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("auth"), "{stderr}");
+    assert!(ep.stats().requests <= 12, "{:?}", ep.stats());
+}
+
+#[test]
+fn rerun_resumes_and_repairs_a_torn_line() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(
+        dir.path(),
+        "r.jsonl",
+        "{\"prompt\":\"one\"}\n{\"prompt\":\"two [mock:400]\"}\n{\"prompt\":\"three\"}\n",
+    );
+    let out = dir.path().join("r.results.jsonl");
+    let (code, _) = run(&[input.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 1);
+    assert_eq!(ep.stats().requests, 3);
+    // Row ids are row numbers when no row has an id.
+    let ids: Vec<String> = records(&out)
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|i| ["1", "2", "3"].contains(&i.as_str())));
+
+    // A crash left half a record behind.
+    let mut text = std::fs::read_to_string(&out).expect("read");
+    text.push_str("{\"id\":\"3\",\"status\":\"o");
+    std::fs::write(&out, text).expect("write");
+    let (code, stderr) = run(&[input.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("torn last line"), "{stderr}");
+    assert!(stderr.contains("2 of 3 rows already done"), "{stderr}");
+    // Only the failed row was sent again.
+    assert_eq!(ep.stats().requests, 4);
+    let recs = records(&out);
+    assert_eq!(recs.len(), 4);
+}
+
+#[test]
+fn stdin_gzip_and_job_files() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("stdin.results.jsonl");
+    let assert = batchgen()
+        .args(["run", "-", "--base-url", "mock", "-o"])
+        .arg(&out)
+        .write_stdin(prompts_jsonl(5))
+        .assert();
+    assert.code(0);
+    assert_eq!(records(&out).len(), 5);
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(prompts_jsonl(3).as_bytes()).expect("gzip");
+    let gz_path = dir.path().join("z.jsonl.gz");
+    std::fs::write(&gz_path, gz.finish().expect("gzip")).expect("write");
+    let (code, stderr) = run(&[gz_path.to_str().expect("path"), "--base-url", "mock"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records(&dir.path().join("z.results.jsonl")).len(), 3);
+
+    let jobdir = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobdir).expect("mkdir");
+    write(dir.path(), "in.jsonl", &prompts_jsonl(4));
+    write(
+        &jobdir,
+        "j.toml",
+        "input = \"../in.jsonl\"\noutput = \"../res/out.jsonl\"\nbase_url = \"mock\"\n\
+         model = \"qwen-turbo\"\n[params]\ntop_k = 5\n",
+    );
+    let assert = batchgen()
+        .current_dir(&jobdir)
+        .args(["run", "--job", "j.toml", "-q"])
+        .assert();
+    assert.code(0);
+    let recs = records(&dir.path().join("res/out.jsonl"));
+    assert_eq!(recs.len(), 4);
+    assert_eq!(recs[0]["model"], "qwen-turbo");
+
+    write(&jobdir, "bad.toml", "input = \"x.jsonl\"\nconcurency = 3\n");
+    let out = batchgen()
+        .current_dir(&jobdir)
+        .args(["run", "--job", "bad.toml"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("concurency"),
+        "{stderr}"
+    );
+}
