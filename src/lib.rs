@@ -183,6 +183,16 @@ async fn run_settings(
     };
 
     let builder = Builder::new(&settings).map_err(usage)?;
+    if let Some(dir) = settings
+        .output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        fs_err::create_dir_all(dir)
+            .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
+    }
+    // Held until this function returns: no other run appends to the same output meanwhile.
+    let _lock = output::lock::acquire(&settings.output).map_err(|e| Failed(Exit::Stopped, e))?;
     let prev = output::resume::scan(&settings.output)
         .map_err(|e| Failed(Exit::Stopped, format!("cannot read {output_name}: {e}")))?;
     let plan = dispatch::validate(&settings.input, &builder, &prev)
@@ -220,14 +230,6 @@ async fn run_settings(
         }
     }
 
-    if let Some(dir) = settings
-        .output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        fs_err::create_dir_all(dir)
-            .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
-    }
     let file = fs_err::OpenOptions::new()
         .create(true)
         .append(true)

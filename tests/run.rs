@@ -419,3 +419,76 @@ fn stdin_gzip_and_job_files() {
         "{stderr}"
     );
 }
+
+/// Waits (bounded) until `cond` holds.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lock_refuses_a_second_run_and_sigint_drains_then_resumes() {
+    let ep = Endpoint::start(MockConfig {
+        latency: Duration::from_millis(800),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "slow.jsonl", &prompts_jsonl(40));
+    let out = dir.path().join("slow.results.jsonl");
+    let first = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .args(["run", "-c", "4", "--base-url", &ep.url()])
+        .arg(&input)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    eventually("the first run to send", || ep.stats().requests >= 4);
+
+    let started = std::time::Instant::now();
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "-c",
+        "4",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("in use by another run") && stderr.contains("pid"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let output = first.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("batchgen summary"),
+        "{stderr}"
+    );
+    let done = records(&out);
+    assert!(!done.is_empty() && done.len() < 40, "{}", done.len());
+    assert!(done.iter().all(|r| r["status"] == "ok"));
+
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "-c",
+        "16",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let all = by_id(&records(&out));
+    assert_eq!(all.len(), 40);
+}

@@ -1,6 +1,7 @@
 //! Output: the result records, the single writer task that owns the results file, and the
 //! resume scan of an existing file.
 
+pub mod lock;
 pub mod resume;
 
 use std::io::Write;
