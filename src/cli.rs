@@ -152,6 +152,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "D")]
     pub timeout: Option<String>,
 
+    /// Start over: move an existing results file to FILE.prev and send every row.
+    #[arg(long)]
+    pub fresh: bool,
+
+    /// Also send rows that are done but whose request would now differ (template, model or
+    /// parameters changed); by default they are reported and skipped.
+    #[arg(long)]
+    pub rerun_changed: bool,
+
     /// Also write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,

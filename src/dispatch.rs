@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::input::{self, Item, Problem, RawRow};
 use crate::output::Outcome;
-use crate::output::resume::{Previous, id_key};
+use crate::output::resume::{Previous, Status, id_key};
 use crate::progress::Live;
 use crate::request::{Builder, Prepared};
 use crate::retry::{self, Failure};
@@ -28,8 +28,10 @@ pub const MAX_PROBLEMS: usize = 20;
 #[derive(Debug, Default)]
 pub struct Plan {
     pub rows_total: u64,
-    /// Rows whose latest record in the existing output is `ok`.
+    /// Rows whose latest record in the existing output is `ok`, for the same request.
     pub rows_done: u64,
+    /// Rows done with a request that would now differ.
+    pub rows_changed: u64,
     /// Whether rows carry their own ids (otherwise the row number is the id).
     pub own_ids: bool,
     pub problems: Vec<Problem>,
@@ -61,7 +63,13 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut without_id: Vec<u64> = Vec::new();
     let mut without_id_count = 0u64;
-    let (mut done_own, mut done_numbered) = (0u64, 0u64);
+    // (done, changed) counts, for ids of their own and for row numbers.
+    let (mut own_counts, mut numbered_counts) = ((0u64, 0u64), (0u64, 0u64));
+    let tally = |counts: &mut (u64, u64), status: Status| match status {
+        Status::Done => counts.0 += 1,
+        Status::Changed => counts.1 += 1,
+        Status::Pending => {}
+    };
     for item in input::open(spec)? {
         let row = match item? {
             Item::Row(row) => row,
@@ -86,19 +94,24 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
                         format!("duplicate id `{id}` (first on line {first})"),
                     );
                 }
-                done_own += u64::from(prev.is_done(id));
             }
             None => {
                 without_id_count += 1;
                 if without_id.len() < MAX_PROBLEMS {
                     without_id.push(row.line);
                 }
-                done_numbered += u64::from(prev.is_done(&row.number.to_string()));
             }
         }
-        let id = resolve_id(&row, own);
-        if let Err(reason) = builder.build(&row, id) {
-            plan.problem(row.line, reason);
+        let own_id = own.clone();
+        match builder.build(&row, resolve_id(&row, own)) {
+            Ok(p) => {
+                if let Some(id) = &own_id {
+                    tally(&mut own_counts, prev.status(id, p.hash));
+                } else {
+                    tally(&mut numbered_counts, prev.status(&p.id, p.hash));
+                }
+            }
+            Err(reason) => plan.problem(row.line, reason),
         }
     }
     plan.own_ids = !seen.is_empty();
@@ -114,10 +127,10 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
         }
         plan.problem_count += without_id_count.saturating_sub(MAX_PROBLEMS as u64);
     }
-    plan.rows_done = if plan.own_ids {
-        done_own
+    (plan.rows_done, plan.rows_changed) = if plan.own_ids {
+        own_counts
     } else {
-        done_numbered
+        numbered_counts
     };
     plan.problems.sort_by_key(|p| p.line);
     Ok(plan)
@@ -162,6 +175,7 @@ pub fn read_rows(
     builder: Builder,
     prev: Arc<Previous>,
     own_ids: bool,
+    rerun_changed: bool,
     tx: mpsc::Sender<Prepared>,
 ) -> std::io::Result<()> {
     for item in input::open(&spec)? {
@@ -173,14 +187,15 @@ pub fn read_rows(
         } else {
             None
         };
-        let id = resolve_id(&row, own);
-        if prev.is_done(&id) {
-            continue;
-        }
         // The validation pass built this row already; a failure here means the file changed.
-        let Ok(prepared) = builder.build(&row, id) else {
+        let Ok(prepared) = builder.build(&row, resolve_id(&row, own)) else {
             continue;
         };
+        match prev.status(&prepared.id, prepared.hash) {
+            Status::Done => continue,
+            Status::Changed if !rerun_changed => continue,
+            _ => {}
+        }
         if tx.blocking_send(prepared).is_err() {
             break;
         }

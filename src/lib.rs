@@ -193,8 +193,20 @@ async fn run_settings(
     }
     // Held until this function returns: no other run appends to the same output meanwhile.
     let _lock = output::lock::acquire(&settings.output).map_err(|e| Failed(Exit::Stopped, e))?;
+    if settings.fresh
+        && let Some(kept) = output::keep_previous(&settings.output)
+            .map_err(|e| Failed(Exit::Stopped, format!("--fresh: {e}")))?
+    {
+        say(format_args!(
+            "--fresh: the previous results are kept as {}",
+            kept.display()
+        ));
+    }
     let prev = output::resume::scan(&settings.output)
         .map_err(|e| Failed(Exit::Stopped, format!("cannot read {output_name}: {e}")))?;
+    // Whether the file may end with superseded records: older ones, or ones this run replaces.
+    let prev_superseded = prev.has_superseded();
+    let compact_at_end = prev.records > 0;
     let plan = dispatch::validate(&settings.input, &builder, &prev)
         .map_err(|e| usage(format!("{input_name}: {e}")))?;
     if plan.problem_count > 0 {
@@ -229,6 +241,24 @@ async fn run_settings(
             ));
         }
     }
+    if plan.rows_changed > 0 {
+        if settings.rerun_changed {
+            say(format_args!(
+                "{} done rows would now be sent differently (template, model or parameters changed): sending them again (--rerun-changed)",
+                plan.rows_changed
+            ));
+        } else {
+            say(format_args!(
+                "warning: {} done rows would now be sent differently (template, model or parameters changed): skipped; --rerun-changed sends them again",
+                plan.rows_changed
+            ));
+        }
+    }
+    let rows_skipped = if settings.rerun_changed {
+        plan.rows_done
+    } else {
+        plan.rows_done + plan.rows_changed
+    };
 
     let file = fs_err::OpenOptions::new()
         .create(true)
@@ -265,7 +295,7 @@ async fn run_settings(
 
     let prices = Arc::new(Prices::built_in());
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
-    let mut summary = summary::Summary::new(plan.rows_total, plan.rows_done);
+    let mut summary = summary::Summary::new(plan.rows_total, rows_skipped);
     summary.note_prices(&prices, &model);
     if prices.get(&model).is_none() && !settings.quiet {
         say(format_args!(
@@ -274,7 +304,7 @@ async fn run_settings(
     }
 
     let settings = Arc::new(settings);
-    let live = Arc::new(Live::new(plan.rows_total - plan.rows_done));
+    let live = Arc::new(Live::new(plan.rows_total - rows_skipped));
     let shared = Arc::new(Shared {
         client,
         settings: settings.clone(),
@@ -303,9 +333,9 @@ async fn run_settings(
 
     let reader = {
         let (spec, builder, prev) = (settings.input.clone(), builder, Arc::new(prev));
-        let own_ids = plan.own_ids;
+        let (own_ids, rerun_changed) = (plan.own_ids, settings.rerun_changed);
         tokio::task::spawn_blocking(move || {
-            dispatch::read_rows(spec, builder, prev, own_ids, row_tx)
+            dispatch::read_rows(spec, builder, prev, own_ids, rerun_changed, row_tx)
         })
     };
     let writer = tokio::spawn(output::write_all(
@@ -348,6 +378,14 @@ async fn run_settings(
     };
     if let Ok(Err(e)) = read_result {
         say(format_args!("error: reading {input_name}: {e}"));
+    }
+    // Rows sent again leave their older records behind: keep only the latest of each id.
+    if (compact_at_end && summary.rows_ok + summary.rows_failed > 0 || prev_superseded)
+        && let Err(e) = output::resume::compact(&settings.output)
+    {
+        say(format_args!(
+            "warning: could not rewrite {output_name} to one record per id: {e}"
+        ));
     }
 
     let exit = match shared.stopped.get() {

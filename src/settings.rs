@@ -105,6 +105,8 @@ pub struct Settings {
     pub retry_max_delay: Duration,
     pub timeout: Duration,
     pub summary_json: Option<PathBuf>,
+    pub fresh: bool,
+    pub rerun_changed: bool,
     pub progress: ProgressMode,
     pub progress_interval: Duration,
     pub quiet: bool,
@@ -154,6 +156,8 @@ struct JobFile {
     retry_max_delay: Option<JobDuration>,
     timeout: Option<JobDuration>,
     summary_json: Option<PathBuf>,
+    fresh: Option<bool>,
+    rerun_changed: Option<bool>,
     progress_interval: Option<JobDuration>,
     no_progress: Option<bool>,
     quiet: Option<bool>,
@@ -413,6 +417,8 @@ pub fn resolve(
         summary_json: args
             .summary_json
             .or_else(|| job.summary_json.map(|p| rebase(job_dir, p))),
+        fresh: args.fresh || job.fresh.unwrap_or(false),
+        rerun_changed: args.rerun_changed || job.rerun_changed.unwrap_or(false),
         progress: if no_progress {
             ProgressMode::Off
         } else {

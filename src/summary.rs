@@ -221,17 +221,21 @@ impl Report {
             "  tokens     {} input ({} cached), {} output ({} reasoning)",
             self.input_tokens, self.cached_tokens, self.output_tokens, self.reasoning_tokens
         )?;
-        let currency = self.currency.as_deref().unwrap_or("");
+        let currency = self
+            .currency
+            .as_deref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default();
         let source = if self.price_source.is_empty() {
             String::new()
         } else {
             format!(" (prices: {})", self.price_source)
         };
         match self.cost {
-            Some(c) => writeln!(w, "  cost       {c:.6} {currency}{source}")?,
+            Some(c) => writeln!(w, "  cost       {c:.6}{currency}{source}")?,
             None => writeln!(
                 w,
-                "  cost       unknown: no price for {} ({:.6} {currency} for the priced rows){source}",
+                "  cost       unknown: no price for {} ({:.6}{currency} for the priced rows){source}",
                 self.unpriced_models.join(", "),
                 self.cost_known_part
             )?,

@@ -363,8 +363,38 @@ fn rerun_resumes_and_repairs_a_torn_line() {
     assert!(stderr.contains("2 of 3 rows already done"), "{stderr}");
     // Only the failed row was sent again.
     assert_eq!(ep.stats().requests, 4);
-    let recs = records(&out);
-    assert_eq!(recs.len(), 4);
+    // The file is left with one record per id, the latest.
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs["3"]["status"], "ok");
+
+    // A changed request is reported and skipped, unless --rerun-changed.
+    let path = input.to_str().expect("path");
+    let (code, stderr) = run(&[path, "--base-url", &ep.url(), "--system", "Be brief."]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("2 done rows would now be sent differently"),
+        "{stderr}"
+    );
+    assert_eq!(ep.stats().requests, 5);
+    let (code, stderr) = run(&[
+        path,
+        "--base-url",
+        &ep.url(),
+        "--system",
+        "Be brief.",
+        "--rerun-changed",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ep.stats().requests, 8);
+    assert_eq!(by_id(&records(&out)).len(), 3);
+
+    // --fresh keeps the old file and sends everything again.
+    let (code, stderr) = run(&[path, "--base-url", &ep.url(), "--fresh"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ep.stats().requests, 11);
+    assert_eq!(records(&dir.path().join("r.results.jsonl.prev")).len(), 3);
+    assert_eq!(records(&out).len(), 3);
 }
 
 #[test]

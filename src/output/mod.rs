@@ -22,7 +22,7 @@ use crate::summary::Summary;
 #[derive(Debug)]
 pub struct Outcome {
     pub id: String,
-    pub hash: String,
+    pub hash: u64,
     pub metadata: Option<Value>,
     pub result: Result<Reply, Failure>,
     pub attempts: u32,
@@ -75,6 +75,7 @@ struct ErrorRecord<'a> {
 
 /// Appends the record of an outcome, as one line, to `buf`.
 pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::Result<()> {
+    let hash = format!("{:016x}", o.hash);
     match &o.result {
         Ok(r) => serde_json::to_writer(
             &mut *buf,
@@ -91,7 +92,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                 latency_ms: o.latency_ms,
                 request_id: r.request_id.as_deref(),
                 tool_calls: r.tool_calls.as_ref(),
-                request_hash: &o.hash,
+                request_hash: &hash,
                 metadata: o.metadata.as_ref(),
             },
         )?,
@@ -107,7 +108,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                     message: &f.message,
                 },
                 attempts: o.attempts,
-                request_hash: &o.hash,
+                request_hash: &hash,
                 metadata: o.metadata.as_ref(),
             },
         )?,
@@ -162,6 +163,29 @@ pub async fn write_all(
     Ok(summary)
 }
 
+/// Moves an existing results file aside for `--fresh`: to `FILE.prev`, or `FILE.prev.N` when
+/// that is taken, so that nothing written before is destroyed. Returns where it went.
+pub fn keep_previous(output: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
+    if !output.exists() {
+        return Ok(None);
+    }
+    let base = {
+        let mut n = output.as_os_str().to_owned();
+        n.push(".prev");
+        std::path::PathBuf::from(n)
+    };
+    let mut target = base.clone();
+    let mut n = 1;
+    while target.exists() {
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        target = std::path::PathBuf::from(name);
+        n += 1;
+    }
+    fs_err::rename(output, &target)?;
+    Ok(Some(target))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +193,7 @@ mod tests {
     fn outcome(result: Result<Reply, Failure>) -> Outcome {
         Outcome {
             id: "r1".into(),
-            hash: "00ff".into(),
+            hash: 0xff,
             metadata: Some(serde_json::json!({"src": "a"})),
             result,
             attempts: 2,
@@ -208,7 +232,7 @@ mod tests {
         assert_eq!(lines[0]["usage"]["total_tokens"], 7);
         assert_eq!(lines[0]["cost"], 0.5);
         assert_eq!(lines[0]["metadata"]["src"], "a");
-        assert_eq!(lines[0]["request_hash"], "00ff");
+        assert_eq!(lines[0]["request_hash"], "00000000000000ff");
         assert_eq!(lines[1]["error"]["kind"], "invalid_request");
         assert_eq!(lines[1]["error"]["http_status"], 400);
         assert_eq!(lines[1]["attempts"], 2);

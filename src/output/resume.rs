@@ -13,11 +13,32 @@ pub fn id_key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
+/// The latest record of an id in an existing results file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latest {
+    pub ok: bool,
+    /// The `request_hash` it was made with (0 when it has none).
+    pub hash: u64,
+    /// 0-based index of the record in the file.
+    pub index: u64,
+}
+
+/// What a row's previous record says about running it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// No record, or the latest failed: run it.
+    Pending,
+    /// Done with the same request: skip it.
+    Done,
+    /// Done, but the request would now differ (template, model or parameters changed).
+    Changed,
+}
+
 /// What an existing results file says.
 #[derive(Debug, Default)]
 pub struct Previous {
-    /// Latest status of each id: `true` when it is `ok`.
-    pub latest_ok: HashMap<u128, bool>,
+    /// Latest record of each id.
+    pub latest: HashMap<u128, Latest>,
     /// Records in the file (a superseded record counts too).
     pub records: u64,
     /// Bytes dropped from a torn last line.
@@ -27,12 +48,18 @@ pub struct Previous {
 }
 
 impl Previous {
-    pub fn is_done(&self, id: &str) -> bool {
-        self.latest_ok.get(&id_key(id)).copied().unwrap_or(false)
+    /// The status of an id whose request now hashes to `hash`.
+    pub fn status(&self, id: &str, hash: u64) -> Status {
+        match self.latest.get(&id_key(id)) {
+            Some(l) if l.ok && (l.hash == hash || l.hash == 0) => Status::Done,
+            Some(l) if l.ok => Status::Changed,
+            _ => Status::Pending,
+        }
     }
 
-    pub fn done_count(&self) -> usize {
-        self.latest_ok.values().filter(|ok| **ok).count()
+    /// Whether some records are superseded by later ones for the same id.
+    pub fn has_superseded(&self) -> bool {
+        self.records > self.latest.len() as u64
     }
 }
 
@@ -42,6 +69,13 @@ struct Head<'a> {
     id: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     status: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    request_hash: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Parses a `request_hash` (16 hex digits).
+pub fn parse_hash(hex: &str) -> u64 {
+    u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
 /// Scans `path` if it exists. A last line without its newline is cut off the file.
@@ -70,8 +104,13 @@ pub fn scan(path: &Path) -> std::io::Result<Previous> {
         good_end += n as u64;
         match serde_json::from_slice::<Head>(&line) {
             Ok(h) => {
+                let latest = Latest {
+                    ok: h.status == "ok",
+                    hash: h.request_hash.as_deref().map_or(0, parse_hash),
+                    index: prev.records,
+                };
+                prev.latest.insert(id_key(&h.id), latest);
                 prev.records += 1;
-                prev.latest_ok.insert(id_key(&h.id), h.status == "ok");
             }
             Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
             Err(_) => prev.unreadable.push(line_no),
@@ -83,6 +122,48 @@ pub fn scan(path: &Path) -> std::io::Result<Previous> {
         file.seek(SeekFrom::End(0))?;
     }
     Ok(prev)
+}
+
+/// Rewrites the results file with only the latest record of each id, atomically (a temporary
+/// file in the same directory, then a rename). Streams: memory holds one index per id.
+pub fn compact(path: &Path) -> std::io::Result<u64> {
+    let prev = scan(path)?;
+    if !prev.has_superseded() {
+        return Ok(0);
+    }
+    let keep: std::collections::HashSet<u64> = prev.latest.values().map(|l| l.index).collect();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".batchgen-compact-")
+        .tempfile_in(dir)?;
+    {
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
+        let mut reader = BufReader::with_capacity(256 * 1024, fs_err::File::open(path)?);
+        let mut line = Vec::with_capacity(4096);
+        let mut index = 0u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if serde_json::from_slice::<Head>(&line).is_ok() {
+                if keep.contains(&index) {
+                    std::io::Write::write_all(&mut out, &line)?;
+                }
+                index += 1;
+            } else {
+                // Lines that are not records are kept, never silently destroyed.
+                std::io::Write::write_all(&mut out, &line)?;
+            }
+        }
+        std::io::Write::flush(&mut out)?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(prev.records - keep.len() as u64)
 }
 
 #[cfg(test)]
@@ -99,11 +180,41 @@ mod tests {
         )
         .expect("write");
         let prev = scan(f.path()).expect("scan");
-        assert!(prev.is_done("a") && prev.is_done("b") && !prev.is_done("c"));
+        assert_eq!(prev.status("a", 1), Status::Done);
+        assert_eq!(prev.status("b", 1), Status::Done);
+        assert_eq!(prev.status("c", 1), Status::Pending);
+        assert!(prev.has_superseded());
         assert_eq!(prev.records, 3);
         assert_eq!(prev.torn_bytes, 15);
         let text = std::fs::read_to_string(f.path()).expect("read");
         assert!(text.ends_with("\"ok\"}\n"));
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_record_of_each_id() {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(
+            b"{\"id\":\"a\",\"status\":\"error\"}\n{\"id\":\"b\",\"status\":\"ok\"}\n\
+              {\"id\":\"a\",\"status\":\"ok\",\"n\":2}\n",
+        )
+        .expect("write");
+        assert_eq!(compact(f.path()).expect("compact"), 1);
+        let text = std::fs::read_to_string(f.path()).expect("read");
+        assert_eq!(
+            text,
+            "{\"id\":\"b\",\"status\":\"ok\"}\n{\"id\":\"a\",\"status\":\"ok\",\"n\":2}\n"
+        );
+        assert_eq!(compact(f.path()).expect("compact"), 0);
+    }
+
+    #[test]
+    fn changed_requests_are_told_apart() {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(b"{\"id\":\"a\",\"status\":\"ok\",\"request_hash\":\"00000000000000ff\"}\n")
+            .expect("write");
+        let prev = scan(f.path()).expect("scan");
+        assert_eq!(prev.status("a", 0xff), Status::Done);
+        assert_eq!(prev.status("a", 0xfe), Status::Changed);
     }
 
     #[test]

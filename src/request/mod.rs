@@ -24,8 +24,8 @@ pub struct Prepared {
     pub id: String,
     pub line: u64,
     pub body: Bytes,
-    /// Hash of the body as sent (the key is not part of it), hex.
-    pub hash: String,
+    /// Hash of the body as sent (the key is not part of it).
+    pub hash: u64,
     pub metadata: Option<Value>,
 }
 
@@ -126,7 +126,7 @@ impl Builder {
         Ok(Prepared {
             id,
             line: row.line,
-            hash: format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)),
+            hash: xxhash_rust::xxh3::xxh3_64(&bytes),
             body: Bytes::from(bytes),
             metadata,
         })
@@ -259,7 +259,6 @@ mod tests {
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["messages"][1]["content"], "hi");
         assert_eq!(p.metadata, Some(json!({"k": 1})));
-        assert_eq!(p.hash.len(), 16);
     }
 
     #[test]
