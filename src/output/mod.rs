@@ -6,7 +6,6 @@ pub mod resume;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -117,13 +116,15 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
     Ok(())
 }
 
-/// Records are written in batches of about this size, always whole lines.
+/// Records are written in batches of at most about this size, always whole lines.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Whatever is buffered reaches the file at least this often.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The writer task: the only owner of the results file. It ends when every sender of `rx`
-/// is dropped (the dispatcher and all workers are done), after a final flush and fsync.
+/// is dropped (the dispatcher and all workers are done), after a final fsync.
+///
+/// Each batch is whatever outcomes are ready, written with one `write` as soon as the queue is
+/// empty: under load records are batched, and a crash loses only rows still in flight, which
+/// a rerun sends again.
 pub async fn write_all(
     mut file: fs_err::File,
     mut rx: mpsc::Receiver<Outcome>,
@@ -132,33 +133,27 @@ pub async fn write_all(
     live: Arc<Live>,
 ) -> std::io::Result<Summary> {
     let mut buf = Vec::with_capacity(WRITE_BATCH * 2);
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            outcome = rx.recv() => {
-                let Some(o) = outcome else { break };
-                let cost = match &o.result {
-                    Ok(r) => prices.cost(r.model.as_deref().unwrap_or(&o.model), r.usage.as_ref()),
-                    Err(_) => None,
-                };
-                encode(&o, cost, &mut buf).map_err(std::io::Error::other)?;
-                summary.add(&o, cost);
-                live.record(&o, cost);
-                if buf.len() >= WRITE_BATCH {
-                    file.write_all(&buf)?;
-                    buf.clear();
-                }
-            }
-            _ = tick.tick() => {
-                if !buf.is_empty() {
-                    file.write_all(&buf)?;
-                    buf.clear();
-                }
+    let mut add = |o: Outcome, buf: &mut Vec<u8>| -> std::io::Result<()> {
+        let cost = match &o.result {
+            Ok(r) => prices.cost(r.model.as_deref().unwrap_or(&o.model), r.usage.as_ref()),
+            Err(_) => None,
+        };
+        encode(&o, cost, buf).map_err(std::io::Error::other)?;
+        summary.add(&o, cost);
+        live.record(&o, cost);
+        Ok(())
+    };
+    while let Some(o) = rx.recv().await {
+        add(o, &mut buf)?;
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(o) => add(o, &mut buf)?,
+                Err(_) => break,
             }
         }
+        file.write_all(&buf)?;
+        buf.clear();
     }
-    file.write_all(&buf)?;
     file.sync_data()?;
     Ok(summary)
 }
