@@ -124,7 +124,7 @@ fn prompts_jsonl(n: usize) -> String {
 #[test]
 fn jsonl_with_a_quarter_faults_recovers_every_row() {
     let ep = Endpoint::faults(
-        "429=0.05,500=0.04,503=0.04,reset=0.04,malformed=0.04,truncated=0.04",
+        "429=0.05,500=0.04,503=0.04,reset=0.04,malformed=0.04,truncated=0.04,hang=0.005",
         2,
     );
     let dir = tempfile::tempdir().expect("tmp");
@@ -137,6 +137,8 @@ fn jsonl_with_a_quarter_faults_recovers_every_row() {
         &ep.url(),
         "--max-retries",
         "4",
+        "--timeout",
+        "1s",
         "-c",
         "32",
         "--summary-json",
@@ -164,6 +166,7 @@ fn jsonl_with_a_quarter_faults_recovers_every_row() {
     assert!(s["retries"].as_u64().is_some_and(|n| n > 300), "{s}");
     assert!(s["possibly_billed"].as_u64().is_some_and(|n| n > 0));
     assert!(stats.rate_limited > 0 && stats.resets > 0 && stats.truncated > 0);
+    assert!(stats.malformed > 0 && stats.unavailable > 0 && stats.hangs > 0);
     assert!(stderr.contains("batchgen summary") && stderr.contains("cost"));
 }
 
