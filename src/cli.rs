@@ -152,6 +152,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "D")]
     pub timeout: Option<String>,
 
+    /// Run the valid rows even if some are invalid; each invalid row gets an `invalid_input`
+    /// error record instead of stopping the run before it starts.
+    #[arg(long)]
+    pub skip_invalid: bool,
+
     /// Start over: move an existing results file to FILE.prev and send every row.
     #[arg(long)]
     pub fresh: bool,

@@ -37,10 +37,22 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// All problems found, of which `problems` holds the first few.
     pub problem_count: u64,
+    /// With `--skip-invalid`: every bad row, as (line, id for its record, reason).
+    pub invalid: Vec<(u64, String, String)>,
+    keep_invalid: bool,
 }
 
 impl Plan {
     fn problem(&mut self, line: u64, reason: impl Into<String>) {
+        self.invalid_row(line, format!("line:{line}"), reason);
+    }
+
+    /// A problem with a row; `id` names its `invalid_input` record under `--skip-invalid`.
+    fn invalid_row(&mut self, line: u64, id: String, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.keep_invalid && self.invalid.last().is_none_or(|(l, _, _)| *l != line) {
+            self.invalid.push((line, id, reason.clone()));
+        }
         self.problem_count += 1;
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(Problem {
@@ -57,8 +69,16 @@ fn resolve_id(row: &RawRow, own: Option<String>) -> String {
 }
 
 /// Reads the whole input once, building every request, and counts the rows already done.
-pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io::Result<Plan> {
-    let mut plan = Plan::default();
+pub fn validate(
+    spec: &InputSpec,
+    builder: &Builder,
+    prev: &Previous,
+    keep_invalid: bool,
+) -> std::io::Result<Plan> {
+    let mut plan = Plan {
+        keep_invalid,
+        ..Plan::default()
+    };
     // First line of each id, by hash, to name both lines of a duplicate.
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut without_id: Vec<u64> = Vec::new();
@@ -74,6 +94,7 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
         let row = match item? {
             Item::Row(row) => row,
             Item::Bad(p) => {
+                plan.rows_total += 1;
                 plan.problem(p.line, p.reason);
                 continue;
             }
@@ -89,8 +110,9 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
         match &own {
             Some(id) => {
                 if let Some(first) = seen.insert(id_key(id), row.line) {
-                    plan.problem(
+                    plan.invalid_row(
                         row.line,
+                        format!("{id}#line:{}", row.line),
                         format!("duplicate id `{id}` (first on line {first})"),
                     );
                 }
@@ -111,7 +133,10 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
                     tally(&mut numbered_counts, prev.status(&p.id, p.hash));
                 }
             }
-            Err(reason) => plan.problem(row.line, reason),
+            Err(reason) => match &own_id {
+                Some(id) => plan.invalid_row(row.line, id.clone(), reason),
+                None => plan.invalid_row(row.line, row.number.to_string(), reason),
+            },
         }
     }
     plan.own_ids = !seen.is_empty();
@@ -133,6 +158,7 @@ pub fn validate(spec: &InputSpec, builder: &Builder, prev: &Previous) -> std::io
         numbered_counts
     };
     plan.problems.sort_by_key(|p| p.line);
+    plan.invalid.sort_by_key(|(line, _, _)| *line);
     Ok(plan)
 }
 
@@ -176,10 +202,14 @@ pub fn read_rows(
     prev: Arc<Previous>,
     own_ids: bool,
     rerun_changed: bool,
+    invalid_lines: std::collections::HashSet<u64>,
     tx: mpsc::Sender<Prepared>,
 ) -> std::io::Result<()> {
     for item in input::open(&spec)? {
         let Item::Row(row) = item? else { continue };
+        if invalid_lines.contains(&row.line) {
+            continue;
+        }
         let own = if own_ids {
             input::row_id(&row.fields, builder.id_field())
                 .ok()

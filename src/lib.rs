@@ -207,7 +207,7 @@ async fn run_settings(
     // Whether the file may end with superseded records: older ones, or ones this run replaces.
     let prev_superseded = prev.has_superseded();
     let compact_at_end = prev.records > 0;
-    let plan = dispatch::validate(&settings.input, &builder, &prev)
+    let mut plan = dispatch::validate(&settings.input, &builder, &prev, settings.skip_invalid)
         .map_err(|e| usage(format!("{input_name}: {e}")))?;
     if plan.problem_count > 0 {
         for p in &plan.problems {
@@ -217,10 +217,16 @@ async fn run_settings(
         if more > 0 {
             say(format_args!("... and {more} more problems"));
         }
-        return Err(usage(format!(
-            "{input_name}: {} invalid rows; nothing was sent",
-            plan.problem_count
-        )));
+        if !settings.skip_invalid {
+            return Err(usage(format!(
+                "{input_name}: {} invalid rows; nothing was sent (--skip-invalid runs the rest)",
+                plan.problem_count
+            )));
+        }
+        say(format_args!(
+            "--skip-invalid: {} invalid rows get invalid_input records; the rest run",
+            plan.invalid.len()
+        ));
     }
     if !settings.quiet {
         if prev.torn_bytes > 0 {
@@ -334,8 +340,17 @@ async fn run_settings(
     let reader = {
         let (spec, builder, prev) = (settings.input.clone(), builder, Arc::new(prev));
         let (own_ids, rerun_changed) = (plan.own_ids, settings.rerun_changed);
+        let invalid_lines = plan.invalid.iter().map(|(line, _, _)| *line).collect();
         tokio::task::spawn_blocking(move || {
-            dispatch::read_rows(spec, builder, prev, own_ids, rerun_changed, row_tx)
+            dispatch::read_rows(
+                spec,
+                builder,
+                prev,
+                own_ids,
+                rerun_changed,
+                invalid_lines,
+                row_tx,
+            )
         })
     };
     let writer = tokio::spawn(output::write_all(
@@ -358,6 +373,24 @@ async fn run_settings(
         progress_done.clone(),
     ));
 
+    for (line, id, reason) in std::mem::take(&mut plan.invalid) {
+        let outcome = output::Outcome {
+            id,
+            hash: 0,
+            metadata: None,
+            result: Err(retry::Failure::new(
+                retry::ErrorKind::InvalidInput,
+                format!("{input_name}:{line}: {reason}"),
+            )),
+            attempts: 0,
+            latency_ms: 0,
+            possibly_billed: 0,
+            model: shared.model.clone(),
+        };
+        if out_tx.send(outcome).await.is_err() {
+            break;
+        }
+    }
     dispatch::dispatch(shared.clone(), row_rx, out_tx).await;
     let summary = writer.await;
     progress_done.cancel();

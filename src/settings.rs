@@ -107,6 +107,7 @@ pub struct Settings {
     pub summary_json: Option<PathBuf>,
     pub fresh: bool,
     pub rerun_changed: bool,
+    pub skip_invalid: bool,
     pub progress: ProgressMode,
     pub progress_interval: Duration,
     pub quiet: bool,
@@ -158,6 +159,7 @@ struct JobFile {
     summary_json: Option<PathBuf>,
     fresh: Option<bool>,
     rerun_changed: Option<bool>,
+    skip_invalid: Option<bool>,
     progress_interval: Option<JobDuration>,
     no_progress: Option<bool>,
     quiet: Option<bool>,
@@ -419,6 +421,7 @@ pub fn resolve(
             .or_else(|| job.summary_json.map(|p| rebase(job_dir, p))),
         fresh: args.fresh || job.fresh.unwrap_or(false),
         rerun_changed: args.rerun_changed || job.rerun_changed.unwrap_or(false),
+        skip_invalid: args.skip_invalid || job.skip_invalid.unwrap_or(false),
         progress: if no_progress {
             ProgressMode::Off
         } else {

@@ -274,6 +274,28 @@ fn bad_input_exits_2_naming_the_line_and_sends_nothing() {
     assert_eq!(ep.stats().requests, 0);
     assert!(!dir.path().join("bad.results.jsonl").exists());
 
+    // --skip-invalid runs the rest and records each bad row.
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "--base-url",
+        &ep.url(),
+        "--skip-invalid",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ep.stats().requests, 58);
+    let recs = by_id(&records(&dir.path().join("bad.results.jsonl")));
+    assert_eq!(recs.len(), 60);
+    assert_eq!(recs["line:57"]["error"]["kind"], "invalid_input");
+    assert!(
+        recs["line:57"]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad.jsonl:57: invalid JSON"))
+    );
+    assert_eq!(recs["r3#line:10"]["error"]["kind"], "invalid_input");
+    assert_eq!(recs["r3"]["status"], "ok");
+    assert_eq!(recs.values().filter(|r| r["status"] == "ok").count(), 58);
+    let requests_before = ep.stats().requests;
+
     let missing = write(dir.path(), "t.csv", "id,body\n1,hello\n");
     let (code, stderr) = run(&[
         missing.to_str().expect("path"),
@@ -287,7 +309,7 @@ fn bad_input_exits_2_naming_the_line_and_sends_nothing() {
         stderr.contains("t.csv:2: template field `text` is missing"),
         "{stderr}"
     );
-    assert_eq!(ep.stats().requests, 0);
+    assert_eq!(ep.stats().requests, requests_before);
 }
 
 #[test]
