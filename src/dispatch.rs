@@ -55,10 +55,7 @@ impl Plan {
         }
         self.problem_count += 1;
         if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(Problem {
-                line,
-                reason: reason.into(),
-            });
+            self.problems.push(Problem { line, reason });
         }
     }
 }

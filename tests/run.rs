@@ -547,3 +547,46 @@ fn lock_refuses_a_second_run_and_sigint_drains_then_resumes() {
     let all = by_id(&records(&out));
     assert_eq!(all.len(), 40);
 }
+
+#[test]
+fn kill_9_mid_run_then_resume_pays_at_most_the_rows_in_flight_twice() {
+    let ep = Endpoint::start(MockConfig {
+        latency: Duration::from_millis(20),
+        jitter: Duration::from_millis(20),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "k.jsonl", &prompts_jsonl(600));
+    let out = dir.path().join("k.results.jsonl");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .args(["run", "-c", "16", "--no-progress", "--base-url", &ep.url()])
+        .arg(&input)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    eventually("some records", || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 100)
+    });
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let (code, stderr) = run(&[
+        input.to_str().expect("path"),
+        "-c",
+        "16",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("resuming"), "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 600);
+    for i in 1..=600 {
+        let prompt = format!("Question number {i}: what is {i} squared?");
+        assert_eq!(
+            recs[&format!("r{i}")]["content"].as_str(),
+            Some(reply_for(&prompt).as_str())
+        );
+    }
+    assert!(ep.stats().ok <= 600 + 2 * 16, "{:?}", ep.stats());
+}
