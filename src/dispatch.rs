@@ -39,7 +39,43 @@ pub struct Plan {
     pub problem_count: u64,
     /// With `--skip-invalid`: every bad row, as (line, id for its record, reason).
     pub invalid: Vec<(u64, String, String)>,
+    /// Bit per row number: set for rows the run skips (done, or changed without
+    /// `--rerun-changed`), so the run pass skips them without building their requests again.
+    pub skip_rows: Vec<u64>,
     keep_invalid: bool,
+    /// (row number, id key, request hash) of every valid row, until `resume` uses them.
+    rows: Vec<(u64, u128, u64)>,
+}
+
+impl Plan {
+    /// Counts the rows done before and marks those the run skips: done with the same
+    /// request, or changed without `--rerun-changed`.
+    pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
+        for (number, key, hash) in std::mem::take(&mut self.rows) {
+            match prev.status_by_key(key, hash) {
+                Status::Done => self.rows_done += 1,
+                Status::Changed => self.rows_changed += 1,
+                Status::Pending => continue,
+            }
+            if !rerun_changed || prev.status_by_key(key, hash) == Status::Done {
+                set_bit(&mut self.skip_rows, number);
+            }
+        }
+    }
+}
+
+/// Whether row `number` (1-based) is set in a bitset.
+pub fn bit(bits: &[u64], number: u64) -> bool {
+    let i = number as usize;
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, number: u64) {
+    let i = number as usize;
+    if bits.len() <= i / 64 {
+        bits.resize(i / 64 + 1, 0);
+    }
+    bits[i / 64] |= 1 << (i % 64);
 }
 
 impl Plan {
@@ -65,13 +101,9 @@ fn resolve_id(row: &RawRow, own: Option<String>) -> String {
     own.unwrap_or_else(|| row.number.to_string())
 }
 
-/// Reads the whole input once, building every request, and counts the rows already done.
-pub fn validate(
-    spec: &InputSpec,
-    builder: &Builder,
-    prev: &Previous,
-    keep_invalid: bool,
-) -> std::io::Result<Plan> {
+/// Reads the whole input once, building every request. It needs nothing from the output, so
+/// it can run while the output is scanned; [`Plan::resume`] then joins the two.
+pub fn validate(spec: &InputSpec, builder: &Builder, keep_invalid: bool) -> std::io::Result<Plan> {
     let mut plan = Plan {
         keep_invalid,
         ..Plan::default()
@@ -80,13 +112,6 @@ pub fn validate(
     let mut seen: HashMap<u128, u64> = HashMap::new();
     let mut without_id: Vec<u64> = Vec::new();
     let mut without_id_count = 0u64;
-    // (done, changed) counts, for ids of their own and for row numbers.
-    let (mut own_counts, mut numbered_counts) = ((0u64, 0u64), (0u64, 0u64));
-    let tally = |counts: &mut (u64, u64), status: Status| match status {
-        Status::Done => counts.0 += 1,
-        Status::Changed => counts.1 += 1,
-        Status::Pending => {}
-    };
     for item in input::open(spec)? {
         let row = match item? {
             Item::Row(row) => row,
@@ -124,11 +149,8 @@ pub fn validate(
         let own_id = own.clone();
         match builder.build(&row, resolve_id(&row, own)) {
             Ok(p) => {
-                if let Some(id) = &own_id {
-                    tally(&mut own_counts, prev.status(id, p.hash));
-                } else {
-                    tally(&mut numbered_counts, prev.status(&p.id, p.hash));
-                }
+                // `p.id` is the row's own id, or its number when it has none.
+                plan.rows.push((row.number, id_key(&p.id), p.hash));
             }
             Err(reason) => match &own_id {
                 Some(id) => plan.invalid_row(row.line, id.clone(), reason),
@@ -149,11 +171,6 @@ pub fn validate(
         }
         plan.problem_count += without_id_count.saturating_sub(MAX_PROBLEMS as u64);
     }
-    (plan.rows_done, plan.rows_changed) = if plan.own_ids {
-        own_counts
-    } else {
-        numbered_counts
-    };
     plan.problems.sort_by_key(|p| p.line);
     plan.invalid.sort_by_key(|(line, _, _)| *line);
     Ok(plan)
@@ -196,15 +213,14 @@ impl Shared {
 pub fn read_rows(
     spec: InputSpec,
     builder: Builder,
-    prev: Arc<Previous>,
+    skip_rows: Vec<u64>,
     own_ids: bool,
-    rerun_changed: bool,
     invalid_lines: std::collections::HashSet<u64>,
     tx: mpsc::Sender<Prepared>,
 ) -> std::io::Result<()> {
     for item in input::open(&spec)? {
         let Item::Row(row) = item? else { continue };
-        if invalid_lines.contains(&row.line) {
+        if bit(&skip_rows, row.number) || invalid_lines.contains(&row.line) {
             continue;
         }
         let own = if own_ids {
@@ -218,11 +234,6 @@ pub fn read_rows(
         let Ok(prepared) = builder.build(&row, resolve_id(&row, own)) else {
             continue;
         };
-        match prev.status(&prepared.id, prepared.hash) {
-            Status::Done => continue,
-            Status::Changed if !rerun_changed => continue,
-            _ => {}
-        }
         if tx.blocking_send(prepared).is_err() {
             break;
         }

@@ -202,13 +202,31 @@ async fn run_settings(
             kept.display()
         ));
     }
-    let prev = output::resume::scan(&settings.output)
+    // The output scan and the input validation read different files: run them side by side.
+    let scan = {
+        let path = settings.output.clone();
+        tokio::task::spawn_blocking(move || output::resume::scan(&path))
+    };
+    let validation = {
+        let (spec, builder, keep) = (
+            settings.input.clone(),
+            builder.clone(),
+            settings.skip_invalid,
+        );
+        tokio::task::spawn_blocking(move || dispatch::validate(&spec, &builder, keep))
+    };
+    let prev = scan
+        .await
+        .map_err(|e| Failed(Exit::Stopped, format!("the resume scan failed: {e}")))?
         .map_err(|e| Failed(Exit::Stopped, format!("cannot read {output_name}: {e}")))?;
+    let mut plan = validation
+        .await
+        .map_err(|e| usage(format!("validation failed: {e}")))?
+        .map_err(|e| usage(format!("{input_name}: {e}")))?;
+    plan.resume(&prev, settings.rerun_changed);
     // Whether the file may end with superseded records: older ones, or ones this run replaces.
     let prev_superseded = prev.has_superseded();
     let compact_at_end = prev.records > 0;
-    let mut plan = dispatch::validate(&settings.input, &builder, &prev, settings.skip_invalid)
-        .map_err(|e| usage(format!("{input_name}: {e}")))?;
     if plan.problem_count > 0 {
         for p in &plan.problems {
             say(format_args!("{input_name}:{}: {}", p.line, p.reason));
@@ -338,19 +356,17 @@ async fn run_settings(
     let (out_tx, out_rx) = mpsc::channel(depth);
 
     let reader = {
-        let (spec, builder, prev) = (settings.input.clone(), builder, Arc::new(prev));
-        let (own_ids, rerun_changed) = (plan.own_ids, settings.rerun_changed);
+        drop(prev);
+        let (spec, builder) = (settings.input.clone(), builder);
+        let (own_ids, skip_rows) = (plan.own_ids, std::mem::take(&mut plan.skip_rows));
         let invalid_lines = plan.invalid.iter().map(|(line, _, _)| *line).collect();
+        // Nothing left to send (a finished job rerun): no need to read the input again.
+        let nothing_left = live.total <= plan.invalid.len() as u64;
         tokio::task::spawn_blocking(move || {
-            dispatch::read_rows(
-                spec,
-                builder,
-                prev,
-                own_ids,
-                rerun_changed,
-                invalid_lines,
-                row_tx,
-            )
+            if nothing_left {
+                return Ok(());
+            }
+            dispatch::read_rows(spec, builder, skip_rows, own_ids, invalid_lines, row_tx)
         })
     };
     let writer = tokio::spawn(output::write_all(

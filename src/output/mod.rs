@@ -37,6 +37,8 @@ pub struct Outcome {
 struct OkRecord<'a> {
     id: &'a str,
     status: &'static str,
+    // Third, so that the resume scan reads id, status and hash without parsing the content.
+    request_hash: &'a str,
     content: Option<&'a str>,
     reasoning: Option<&'a str>,
     finish_reason: Option<&'a str>,
@@ -48,7 +50,6 @@ struct OkRecord<'a> {
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<&'a Value>,
-    request_hash: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Value>,
 }
@@ -65,9 +66,9 @@ struct ErrorBody<'a> {
 struct ErrorRecord<'a> {
     id: &'a str,
     status: &'static str,
+    request_hash: &'a str,
     error: ErrorBody<'a>,
     attempts: u32,
-    request_hash: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Value>,
 }

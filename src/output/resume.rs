@@ -50,7 +50,12 @@ pub struct Previous {
 impl Previous {
     /// The status of an id whose request now hashes to `hash`.
     pub fn status(&self, id: &str, hash: u64) -> Status {
-        match self.latest.get(&id_key(id)) {
+        self.status_by_key(id_key(id), hash)
+    }
+
+    /// The status of an id, given by its [`id_key`].
+    pub fn status_by_key(&self, key: u128, hash: u64) -> Status {
+        match self.latest.get(&key) {
             Some(l) if l.ok && (l.hash == hash || l.hash == 0) => Status::Done,
             Some(l) if l.ok => Status::Changed,
             _ => Status::Pending,
@@ -78,6 +83,31 @@ pub fn parse_hash(hex: &str) -> u64 {
     u64::from_str_radix(hex, 16).unwrap_or(0)
 }
 
+/// Reads id, status and hash from a record as this program writes it
+/// (`{"id":"…","status":"…","request_hash":"…",…`) without parsing the rest; `None` for any
+/// other shape, which then gets a full parse.
+fn fast_head(line: &[u8]) -> Option<(&str, bool, u64)> {
+    let rest = line.strip_prefix(b"{\"id\":\"")?;
+    let end = memchr::memchr(b'"', rest)?;
+    let id = &rest[..end];
+    if id.contains(&b'\\') {
+        return None;
+    }
+    let rest = rest[end..].strip_prefix(b"\",\"status\":\"")?;
+    let (ok, rest) = if let Some(r) = rest.strip_prefix(b"ok\"") {
+        (true, r)
+    } else {
+        (false, rest.strip_prefix(b"error\"")?)
+    };
+    let rest = rest.strip_prefix(b",\"request_hash\":\"")?;
+    let hex = std::str::from_utf8(rest.get(..16)?).ok()?;
+    if rest.get(16) != Some(&b'"') {
+        return None;
+    }
+    let hash = u64::from_str_radix(hex, 16).ok()?;
+    Some((std::str::from_utf8(id).ok()?, ok, hash))
+}
+
 /// Scans `path` if it exists. A last line without its newline is cut off the file.
 pub fn scan(path: &Path) -> std::io::Result<Previous> {
     let mut prev = Previous::default();
@@ -102,6 +132,12 @@ pub fn scan(path: &Path) -> std::io::Result<Previous> {
         }
         line_no += 1;
         good_end += n as u64;
+        if let Some((id, ok, hash)) = fast_head(&line) {
+            let index = prev.records;
+            prev.latest.insert(id_key(id), Latest { ok, hash, index });
+            prev.records += 1;
+            continue;
+        }
         match serde_json::from_slice::<Head>(&line) {
             Ok(h) => {
                 let latest = Latest {
@@ -215,6 +251,16 @@ mod tests {
         let prev = scan(f.path()).expect("scan");
         assert_eq!(prev.status("a", 0xff), Status::Done);
         assert_eq!(prev.status("a", 0xfe), Status::Changed);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_parse() {
+        let line = br#"{"id":"r1","status":"ok","request_hash":"00000000000000ff","content":"x"}"#;
+        assert_eq!(fast_head(line), Some(("r1", true, 0xff)));
+        let err = br#"{"id":"r2","status":"error","request_hash":"0000000000000001","error":{}}"#;
+        assert_eq!(fast_head(err), Some(("r2", false, 1)));
+        assert_eq!(fast_head(br#"{"id":"a"b","status":"ok"}"#), None);
+        assert_eq!(fast_head(br#"{"status":"ok","id":"a"}"#), None);
     }
 
     #[test]
