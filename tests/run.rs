@@ -590,3 +590,63 @@ fn kill_9_mid_run_then_resume_pays_at_most_the_rows_in_flight_twice() {
     }
     assert!(ep.stats().ok <= 600 + 2 * 16, "{:?}", ep.stats());
 }
+
+#[test]
+fn every_kind_of_bad_row_is_named_before_anything_is_sent() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut bytes = b"{\"id\":\"a\",\"prompt\":\"fine\"}\n".to_vec();
+    bytes.extend_from_slice(b"{\"id\":\"b\",\"prompt\":\"bad \xff byte\"}\n");
+    bytes.extend_from_slice(b"{\"id\":\"c\",\"prompt\":\"   \"}\n");
+    bytes.extend_from_slice(b"{\"id\":\"d\",\"text\":\"no prompt field\"}\n");
+    bytes.extend_from_slice(b"[\"not an object\"]\n");
+    bytes.extend_from_slice(
+        format!(
+            "{{\"id\":\"f\",\"prompt\":\"{}\"}}\n",
+            "x".repeat(9 * 1024 * 1024)
+        )
+        .as_bytes(),
+    );
+    bytes.extend_from_slice(b"{\"id\":\"g\",\"messages\":[]}\n");
+    let input = dir.path().join("mixed.jsonl");
+    std::fs::write(&input, bytes).expect("write");
+    let (code, stderr) = run(&[input.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 2, "{stderr}");
+    for expected in [
+        "mixed.jsonl:2: invalid UTF-8",
+        "mixed.jsonl:3: empty prompt",
+        "mixed.jsonl:4: no prompt",
+        "mixed.jsonl:5: not a JSON object",
+        "mixed.jsonl:6: request of",
+        "mixed.jsonl:7: `messages` is empty",
+        "6 invalid rows; nothing was sent",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+
+    let csv = write(
+        dir.path(),
+        "rows.csv",
+        "id,prompt\n1,ok\n2,too,many\n3,\"unclosed\n",
+    );
+    let (code, stderr) = run(&[csv.to_str().expect("path"), "--base-url", &ep.url()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("rows.csv:3: 3 fields, but the header has 2"),
+        "{stderr}"
+    );
+
+    let (code, stderr) = run(&[
+        csv.to_str().expect("path"),
+        "--input-format",
+        "xml",
+        "--base-url",
+        &ep.url(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("xml"), "{stderr}");
+    assert_eq!(ep.stats().requests, 0);
+}
