@@ -96,10 +96,8 @@ impl Client {
             f
         })?;
         if !(200..300).contains(&status) {
-            let mut f = retry::classify(status, &headers, &bytes, self.openai);
-            // A 5xx or a 408 may come after the model ran; nothing else is billed.
-            f.possibly_billed = status >= 500 || status == 408;
-            return Err(f);
+            // An error answer is an answer: nothing was lost, so nothing is counted as billed.
+            return Err(retry::classify(status, &headers, &bytes, self.openai));
         }
         match chat::parse(&bytes) {
             Ok(mut reply) => {
