@@ -77,10 +77,17 @@ impl Client {
         }
         let resp = req.send().await.map_err(transport_failure)?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let request_id = headers
+        // Error answers need their headers (Retry-After, x-should-retry); a success does not,
+        // so the per-request path skips the copy.
+        let headers = if (200..300).contains(&status) {
+            reqwest::header::HeaderMap::new()
+        } else {
+            resp.headers().clone()
+        };
+        let request_id = resp
+            .headers()
             .get("x-request-id")
-            .or_else(|| headers.get("x-dashscope-request-id"))
+            .or_else(|| resp.headers().get("x-dashscope-request-id"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let bytes = resp.bytes().await.map_err(|e| {

@@ -52,12 +52,18 @@ impl Plan {
     /// request, or changed without `--rerun-changed`.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
         for (number, key, hash) in std::mem::take(&mut self.rows) {
-            match prev.status_by_key(key, hash) {
-                Status::Done => self.rows_done += 1,
-                Status::Changed => self.rows_changed += 1,
-                Status::Pending => continue,
-            }
-            if !rerun_changed || prev.status_by_key(key, hash) == Status::Done {
+            let skip = match prev.status_by_key(key, hash) {
+                Status::Done => {
+                    self.rows_done += 1;
+                    true
+                }
+                Status::Changed => {
+                    self.rows_changed += 1;
+                    !rerun_changed
+                }
+                Status::Pending => false,
+            };
+            if skip {
                 set_bit(&mut self.skip_rows, number);
             }
         }

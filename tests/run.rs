@@ -475,6 +475,22 @@ fn stdin_gzip_and_job_files() {
     );
 }
 
+/// Starts `batchgen run INPUT ARGS` in the background, keeping its stderr when asked.
+fn spawn_run(input: &Path, args: &[&str], keep_stderr: bool) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .arg("run")
+        .args(args)
+        .arg(input)
+        .stderr(if keep_stderr {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .spawn()
+        .expect("spawn")
+}
+
 /// Waits (bounded) until `cond` holds.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -496,13 +512,7 @@ fn lock_refuses_a_second_run_and_sigint_drains_then_resumes() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "slow.jsonl", &prompts_jsonl(40));
     let out = dir.path().join("slow.results.jsonl");
-    let first = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
-        .env("DASHSCOPE_API_KEY", SECRET)
-        .args(["run", "-c", "4", "--base-url", &ep.url()])
-        .arg(&input)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let first = spawn_run(&input, &["-c", "4", "--base-url", &ep.url()], true);
     eventually("the first run to send", || ep.stats().requests >= 4);
 
     let started = std::time::Instant::now();
@@ -558,13 +568,11 @@ fn kill_9_mid_run_then_resume_pays_at_most_the_rows_in_flight_twice() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "k.jsonl", &prompts_jsonl(600));
     let out = dir.path().join("k.results.jsonl");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
-        .env("DASHSCOPE_API_KEY", SECRET)
-        .args(["run", "-c", "16", "--no-progress", "--base-url", &ep.url()])
-        .arg(&input)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = spawn_run(
+        &input,
+        &["-c", "16", "--no-progress", "--base-url", &ep.url()],
+        false,
+    );
     eventually("some records", || {
         std::fs::read_to_string(&out).is_ok_and(|t| t.lines().count() >= 100)
     });
