@@ -33,6 +33,18 @@ pub enum Command {
 pub enum ApiStyle {
     /// OpenAI-compatible Chat Completions: POST {base}/chat/completions.
     Chat,
+    /// OpenAI-compatible Responses: POST {base}/responses.
+    Responses,
+    /// DashScope native: POST {base}/services/aigc/text-generation/generation.
+    Dashscope,
+}
+
+/// `--thinking on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// The DashScope region whose endpoint is the default base URL.
@@ -131,6 +143,35 @@ pub struct RunArgs {
     /// Stop sequence (repeatable).
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+
+    /// Deep thinking: sends `enable_thinking` [default: the provider's default for the model].
+    #[arg(long, value_name = "on|off")]
+    pub thinking: Option<OnOff>,
+
+    /// Cap on thinking tokens per row (at least 1; chat and dashscope styles).
+    #[arg(long, value_name = "N")]
+    pub thinking_budget: Option<u64>,
+
+    /// JSON-object output, validated; ok records carry `parsed`.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Structured output: the answer must validate against this JSON Schema file.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub json_schema: Option<PathBuf>,
+
+    /// Retries of a row whose answer is not valid JSON (or fails the schema) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub json_retries: Option<u32>,
+
+    /// Partial mode: the answer continues this assistant prefix; `content` includes it.
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: Option<String>,
+
+    /// Stream answers (SSE) and reassemble each into one record. Needed by streaming-only
+    /// models; without it, a run switches to streaming when the model demands it.
+    #[arg(long)]
+    pub stream: bool,
 
     /// Most requests in flight [default: 16].
     #[arg(short = 'c', long, value_name = "N")]

@@ -4,9 +4,13 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use crate::request::{Reply, chat};
+use crate::cli::ApiStyle;
+use crate::request::stream::{Assembler, Progress, StreamError};
+use crate::request::{self, Reply};
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::ApiKey;
 
@@ -17,6 +21,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    api: ApiStyle,
     url: String,
     /// The `Authorization` header, marked sensitive so that it is never printed.
     auth: Option<HeaderValue>,
@@ -26,6 +31,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(
+        api: ApiStyle,
         base_url: &str,
         key: Option<&ApiKey>,
         timeout: Duration,
@@ -55,7 +61,8 @@ impl Client {
         };
         Ok(Client {
             http,
-            url: format!("{}{}", base_url.trim_end_matches('/'), chat::PATH),
+            api,
+            url: format!("{}{}", base_url.trim_end_matches('/'), request::path(api)),
             auth,
             openai: base_url.contains("api.openai.com"),
         })
@@ -65,69 +72,139 @@ impl Client {
         &self.url
     }
 
-    /// Sends one attempt.
-    pub async fn attempt(&self, body: Bytes) -> Result<Reply, Failure> {
+    /// Sends one attempt, streamed or not.
+    pub async fn attempt(&self, body: &Bytes, stream: bool) -> Result<Reply, Failure> {
+        let body = if stream {
+            request::stream_body(self.api, body)
+        } else {
+            body.clone()
+        };
         let mut req = self
             .http
             .post(&self.url)
             .header(CONTENT_TYPE, "application/json")
             .body(body);
+        if stream {
+            req = req.header(ACCEPT, "text/event-stream");
+            if self.api == ApiStyle::Dashscope {
+                req = req.header("X-DashScope-SSE", "enable");
+            }
+        }
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth.clone());
         }
         let resp = req.send().await.map_err(transport_failure)?;
         let status = resp.status().as_u16();
-        // Error answers need their headers (Retry-After, x-should-retry); a success does not,
-        // so the per-request path skips the copy.
-        let headers = if (200..300).contains(&status) {
-            reqwest::header::HeaderMap::new()
-        } else {
-            resp.headers().clone()
-        };
         let request_id = resp
             .headers()
             .get("x-request-id")
             .or_else(|| resp.headers().get("x-dashscope-request-id"))
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("text/event-stream"));
+        let mut reply = if (200..300).contains(&status) && is_sse {
+            self.read_stream(resp).await?
+        } else {
+            self.read_whole(resp, status).await?
+        };
+        if reply.request_id.is_none() {
+            reply.request_id = request_id;
+        }
+        Ok(reply)
+    }
+
+    /// Reads a whole answer: an error answer is classified, a 200 parsed.
+    async fn read_whole(&self, resp: reqwest::Response, status: u16) -> Result<Reply, Failure> {
+        // Error answers need their headers (Retry-After, x-should-retry); a success does not,
+        // so the per-request path skips the copy.
+        let headers = if (200..300).contains(&status) {
+            HeaderMap::new()
+        } else {
+            resp.headers().clone()
+        };
         let bytes = resp.bytes().await.map_err(|e| {
-            let mut f = Failure::new(
-                ErrorKind::BadResponse,
-                format!("answer body cut short: {}", chain(&e)),
-            )
-            .billed();
+            let mut f = body_failure(&e);
             f.http_status = Some(status);
-            if e.is_timeout() {
-                f.kind = ErrorKind::Timeout;
-            }
             f
         })?;
         if !(200..300).contains(&status) {
             // An error answer is an answer: nothing was lost, so nothing is counted as billed.
             return Err(retry::classify(status, &headers, &bytes, self.openai));
         }
-        match chat::parse(&bytes) {
-            Ok(mut reply) => {
-                if reply.request_id.is_none() {
-                    reply.request_id = request_id;
+        request::parse(self.api, &bytes).map_err(|why| {
+            let is_error_body =
+                serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
+                    v.get("error").is_some_and(|e| !e.is_null())
+                        || request::native::is_error_body(&v)
+                });
+            let mut f = if is_error_body {
+                retry::classify(status, &headers, &bytes, self.openai)
+            } else {
+                let mut f = Failure::new(ErrorKind::BadResponse, why);
+                f.http_status = Some(status);
+                f
+            };
+            f.possibly_billed = true;
+            f
+        })
+    }
+
+    /// Reads an SSE answer through one parser and the style's assembler. The body is followed
+    /// by a blank line so that a last event sent without one (DashScope native) still counts.
+    async fn read_stream(&self, resp: reqwest::Response) -> Result<Reply, Failure> {
+        let tail = futures_util::stream::iter([Ok(Bytes::from_static(b"\n\n"))]);
+        let mut events = resp.bytes_stream().chain(tail).eventsource();
+        let mut assembler = Assembler::new(self.api);
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(EventStreamError::Transport(e)) => {
+                    let mut f = body_failure(&e);
+                    f.message = format!("stream cut: {}", f.message);
+                    f.http_status = Some(200);
+                    return Err(f);
                 }
-                Ok(reply)
-            }
-            Err(why) => {
-                let is_error_body = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()));
-                let mut f = if is_error_body {
-                    retry::classify(status, &headers, &bytes, self.openai)
-                } else {
+                Err(e) => {
+                    let mut f = Failure::new(ErrorKind::BadResponse, format!("bad stream: {e}"));
+                    f.http_status = Some(200);
+                    return Err(f.billed());
+                }
+            };
+            match assembler.event(&event.event, &event.data) {
+                Ok(Progress::More) => {}
+                Ok(Progress::Done) => break,
+                Err(StreamError::Api(body)) => {
+                    // An error inside a 200 stream (e.g. output moderation): the answer ends
+                    // here and is classified like an error body; it was answered, not lost.
+                    return Err(retry::classify(200, &HeaderMap::new(), &body, self.openai));
+                }
+                Err(StreamError::Bad(why)) => {
                     let mut f = Failure::new(ErrorKind::BadResponse, why);
-                    f.http_status = Some(status);
-                    f
-                };
-                f.possibly_billed = true;
-                Err(f)
+                    f.http_status = Some(200);
+                    return Err(f.billed());
+                }
             }
         }
+        assembler.finish().map_err(|why| {
+            let mut f = Failure::new(ErrorKind::Network, format!("stream cut: {why}"));
+            f.http_status = Some(200);
+            f.billed()
+        })
     }
+}
+
+/// Classifies an error while reading an answer's body.
+fn body_failure(e: &reqwest::Error) -> Failure {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::BadResponse
+    };
+    Failure::new(kind, format!("answer body cut short: {}", chain(e))).billed()
 }
 
 /// Classifies an error that left no HTTP answer.

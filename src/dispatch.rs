@@ -4,7 +4,7 @@
 //! whole input once and builds every request, so bad input is found before anything is sent.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,9 +17,10 @@ use crate::input::{self, Item, Problem, RawRow};
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
 use crate::progress::Live;
-use crate::request::{Builder, Prepared};
-use crate::retry::{self, Failure};
+use crate::request::{Builder, Prepared, Reply};
+use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::{InputSpec, Settings};
+use crate::structured::Structured;
 
 /// Problems reported before giving up on an input.
 pub const MAX_PROBLEMS: usize = 20;
@@ -194,6 +195,11 @@ pub enum Stop {
 /// What every worker shares.
 pub struct Shared {
     pub client: Client,
+    /// Whether attempts stream: `--stream`, or switched on for the rest of the run when the
+    /// model turned out to answer only streaming requests.
+    pub stream: AtomicBool,
+    /// The answer check of `--json` / `--json-schema`.
+    pub structured: Option<Structured>,
     pub settings: Arc<Settings>,
     pub live: Arc<Live>,
     pub model: Arc<str>,
@@ -211,6 +217,43 @@ impl Shared {
     pub fn stop_with(&self, why: Stop) {
         let _ = self.stopped.set(why);
         self.stop.cancel();
+    }
+
+    /// Switches the run to streaming, saying so once.
+    fn switch_to_stream(&self, why: &Failure) {
+        if !self.stream.swap(true, Relaxed) && !self.settings.quiet {
+            crate::say(format_args!(
+                "note: model `{}` answered \"{}\"; streaming this row and the rest of the run \
+                 (pass --stream to start that way)",
+                self.model, why.message
+            ));
+        }
+    }
+
+    /// Turns an answer into the row's reply: the `--prefix` put back in front of the
+    /// continuation, and the structured-output check. `invalid` counts rejected answers.
+    fn finish_reply(&self, mut reply: Reply, invalid: &AtomicU32) -> Result<Reply, Failure> {
+        if let Some(prefix) = &self.settings.params.prefix {
+            let rest = reply.content.take().unwrap_or_default();
+            reply.content = Some(format!("{prefix}{rest}"));
+        }
+        let Some(check) = &self.structured else {
+            return Ok(reply);
+        };
+        match check.check(reply.content.as_deref().unwrap_or("")) {
+            Ok(v) => {
+                reply.parsed = Some(v);
+                Ok(reply)
+            }
+            Err(why) => {
+                let mut f = Failure::new(ErrorKind::InvalidOutput, why);
+                f.http_status = Some(200);
+                // A new sample may well be valid: retry at once, a bounded number of times.
+                f.retryable = invalid.fetch_add(1, Relaxed) < self.settings.json_retries;
+                f.retry_after = Some(Duration::ZERO);
+                Err(f)
+            }
+        }
     }
 }
 
@@ -296,10 +339,21 @@ async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
     let attempts = AtomicU32::new(0);
     let billed = AtomicU32::new(0);
     let last_ms = AtomicU64::new(0);
+    let invalid_outputs = AtomicU32::new(0);
     let attempt = || async {
         attempts.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let result = shared.client.attempt(p.body.clone()).await;
+        let stream = shared.stream.load(Relaxed);
+        let mut result = shared.client.attempt(&p.body, stream).await;
+        if let Err(f) = &result
+            && f.needs_stream
+            && !stream
+        {
+            shared.switch_to_stream(f);
+            attempts.fetch_add(1, Relaxed);
+            result = shared.client.attempt(&p.body, true).await;
+        }
+        let result = result.and_then(|r| shared.finish_reply(r, &invalid_outputs));
         last_ms.store(started.elapsed().as_millis() as u64, Relaxed);
         if let Err(f) = &result {
             if f.possibly_billed {

@@ -19,10 +19,12 @@ pub mod progress;
 pub mod request;
 pub mod retry;
 pub mod settings;
+pub mod structured;
 pub mod summary;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -310,6 +312,7 @@ async fn run_settings(
         }
     };
     let client = client::Client::new(
+        settings.api,
         &base_url,
         settings.api_key.as_ref(),
         settings.timeout,
@@ -329,8 +332,12 @@ async fn run_settings(
 
     let settings = Arc::new(settings);
     let live = Arc::new(Live::new(plan.rows_total - rows_skipped));
+    let structured = structured::Structured::new(&settings.params.format)
+        .map_err(|e| usage(format!("--json-schema: {e}")))?;
     let shared = Arc::new(Shared {
         client,
+        stream: AtomicBool::new(settings.stream),
+        structured,
         settings: settings.clone(),
         live: live.clone(),
         model,

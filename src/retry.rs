@@ -56,6 +56,8 @@ pub struct Failure {
     pub fatal: bool,
     /// The request reached the server and its answer was lost: it may have been billed.
     pub possibly_billed: bool,
+    /// The model answers only streaming requests (or only streams in thinking mode).
+    pub needs_stream: bool,
 }
 
 impl Failure {
@@ -77,6 +79,7 @@ impl Failure {
             retryable,
             fatal: matches!(kind, ErrorKind::Auth | ErrorKind::Billing),
             possibly_billed: false,
+            needs_stream: false,
         }
     }
 
@@ -155,6 +158,14 @@ fn describe_non_json(body: &[u8]) -> String {
     }
 }
 
+/// Messages (lower case) of a 400 that a streaming request would not get: models that only
+/// stream, and open-source hybrids whose default thinking mode needs a stream.
+const NEEDS_STREAM: [&str; 3] = [
+    "only support stream mode",
+    "must be set to false for non-streaming calls",
+    "does not support http call",
+];
+
 /// Classifies an error answer by status, code and message (DashScope and OpenAI share some
 /// codes with different meanings; `openai` says which provider answered).
 pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], openai: bool) -> Failure {
@@ -184,7 +195,9 @@ pub fn classify(status: u16, headers: &HeaderMap, body: &[u8], openai: bool) -> 
             _ => ErrorKind::InvalidRequest,
         }
     };
+    let needs_stream = status == 400 && NEEDS_STREAM.iter().any(|s| m.contains(s));
     let mut f = Failure::new(kind, message);
+    f.needs_stream = needs_stream;
     f.http_status = Some(status);
     f.code = code;
     f.retry_after = retry_after(headers);
@@ -318,6 +331,11 @@ mod tests {
         assert_eq!((f.kind, f.retryable), (ErrorKind::InvalidRequest, false));
         assert_eq!(f.code.as_deref(), Some("invalid_parameter_error"));
         assert!(classify(408, &h, b"", false).retryable);
+        let stream_only = br#"{"error":{"code":"invalid_parameter_error","message":"This model only support stream mode, please enable the stream parameter to access the model."}}"#;
+        let f = classify(400, &h, stream_only, false);
+        assert!(f.needs_stream && !f.retryable);
+        let thinking = br#"{"code":"InvalidParameter","message":"parameter.enable_thinking must be set to false for non-streaming calls"}"#;
+        assert!(classify(400, &h, thinking, false).needs_stream);
         assert!(classify(409, &h, b"", false).retryable);
         let no = headers(&[("x-should-retry", "false")]);
         assert!(!classify(500, &no, b"", false).retryable);

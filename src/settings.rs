@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::cli::{ApiStyle, InputFormat, Region, RunArgs};
+use crate::cli::{ApiStyle, InputFormat, OnOff, Region, RunArgs};
 
 /// Environment variable read for the base URL when neither the flag nor the job file sets it.
 pub const ENV_BASE_URL: &str = "BATCHGEN_BASE_URL";
@@ -75,8 +75,31 @@ pub struct GenParams {
     pub max_tokens: Option<u64>,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// `enable_thinking`; `None` leaves it to the provider.
+    pub thinking: Option<bool>,
+    pub thinking_budget: Option<u64>,
+    pub format: OutputFormat,
+    /// Partial mode: the answer continues this assistant text.
+    pub prefix: Option<String>,
     /// The job file's `[params]` table, sent as given.
     pub extra: Map<String, Value>,
+}
+
+/// What shape the answer must have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    /// `--json`: any JSON object.
+    JsonObject,
+    /// `--json-schema FILE`: JSON valid against the schema; `name` is the file's stem.
+    JsonSchema { name: String, schema: Value },
+}
+
+impl OutputFormat {
+    pub fn is_json(&self) -> bool {
+        !matches!(self, OutputFormat::Text)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +118,17 @@ pub struct Settings {
     pub template: Option<String>,
     pub system: Option<String>,
     pub api: ApiStyle,
+    /// Stream every request from the start (a run also switches on its own when the model
+    /// only answers streaming requests).
+    pub stream: bool,
     pub endpoint: Endpoint,
     pub api_key_env: String,
     pub api_key: Option<ApiKey>,
     pub params: GenParams,
     pub concurrency: usize,
     pub max_retries: u32,
+    /// Extra attempts for answers that are not valid JSON (or fail the schema).
+    pub json_retries: u32,
     pub retry_delay: Duration,
     pub retry_max_delay: Duration,
     pub timeout: Duration,
@@ -151,6 +179,13 @@ struct JobFile {
     max_tokens: Option<u64>,
     seed: Option<u64>,
     stop: Option<Vec<String>>,
+    thinking: Option<OnOff>,
+    thinking_budget: Option<u64>,
+    json: Option<bool>,
+    json_schema: Option<PathBuf>,
+    json_retries: Option<u32>,
+    prefix: Option<String>,
+    stream: Option<bool>,
     concurrency: Option<usize>,
     max_retries: Option<u32>,
     retry_delay: Option<JobDuration>,
@@ -214,6 +249,8 @@ pub fn default_base_url(api: ApiStyle, region: Region) -> String {
     };
     match api {
         ApiStyle::Chat => format!("{host}/compatible-mode/v1"),
+        ApiStyle::Responses => format!("{host}/api/v2/apps/protocols/compatible-mode/v1"),
+        ApiStyle::Dashscope => format!("{host}/api/v1"),
     }
 }
 
@@ -354,9 +391,18 @@ pub fn resolve(
         max_tokens: args.max_tokens.or(job.max_tokens),
         seed: args.seed.or(job.seed),
         stop,
+        thinking: args.thinking.or(job.thinking).map(|t| t == OnOff::On),
+        thinking_budget: args.thinking_budget.or(job.thinking_budget),
+        format: output_format(
+            args.json || job.json.unwrap_or(false),
+            args.json_schema
+                .or_else(|| job.json_schema.map(|p| rebase(job_dir, p))),
+        )?,
+        prefix: args.prefix.or(job.prefix),
         extra: job.params.unwrap_or_default(),
     };
     check_ranges(&params)?;
+    check_api_features(api, &params)?;
 
     let concurrency = args.concurrency.or(job.concurrency).unwrap_or(16);
     if concurrency == 0 {
@@ -407,12 +453,14 @@ pub fn resolve(
         template: args.template.or(job.template),
         system: args.system.or(job.system),
         api,
+        stream: args.stream || job.stream.unwrap_or(false),
         endpoint,
         api_key_env,
         api_key,
         params,
         concurrency,
         max_retries: args.max_retries.or(job.max_retries).unwrap_or(6),
+        json_retries: args.json_retries.or(job.json_retries).unwrap_or(2),
         retry_delay,
         retry_max_delay: retry_max_delay.max(retry_delay),
         timeout,
@@ -451,8 +499,89 @@ fn check_ranges(p: &GenParams) -> Result<(), ConfigError> {
     if p.max_tokens == Some(0) {
         return Err(bad("--max-tokens must be at least 1"));
     }
+    if p.thinking_budget == Some(0) {
+        return Err(bad("--thinking-budget must be at least 1"));
+    }
+    if p.prefix.as_deref().is_some_and(|t| t.is_empty()) {
+        return Err(bad("--prefix must not be empty"));
+    }
     if p.model.trim().is_empty() {
         return Err(bad("--model must not be empty"));
+    }
+    Ok(())
+}
+
+/// `--json` or `--json-schema FILE`: reads and checks the schema, so that a bad schema stops
+/// the run before anything is sent.
+fn output_format(json: bool, schema: Option<PathBuf>) -> Result<OutputFormat, ConfigError> {
+    let Some(path) = schema else {
+        return Ok(if json {
+            OutputFormat::JsonObject
+        } else {
+            OutputFormat::Text
+        });
+    };
+    if json {
+        return Err(bad("--json and --json-schema exclude each other; pick one"));
+    }
+    let text = fs_err::read_to_string(&path).map_err(|e| bad(format!("--json-schema: {e}")))?;
+    let schema: Value = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "--json-schema {}: not valid JSON: {e}",
+            path.display()
+        ))
+    })?;
+    if let Err(e) = jsonschema::validator_for(&schema) {
+        return Err(bad(format!(
+            "--json-schema {}: not a valid JSON Schema: {e}",
+            path.display()
+        )));
+    }
+    let name: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    Ok(OutputFormat::JsonSchema {
+        name: if name.is_empty() {
+            "output".into()
+        } else {
+            name
+        },
+        schema,
+    })
+}
+
+/// Rejects flags the chosen API style cannot carry, instead of letting the provider ignore
+/// them silently.
+fn check_api_features(api: ApiStyle, p: &GenParams) -> Result<(), ConfigError> {
+    if p.prefix.is_some() && p.thinking == Some(true) {
+        return Err(bad(
+            "--prefix (partial mode) works only without thinking: drop --thinking on",
+        ));
+    }
+    if api == ApiStyle::Responses {
+        let unsupported = [
+            ("--thinking-budget", p.thinking_budget.is_some()),
+            ("--prefix", p.prefix.is_some()),
+            ("--stop", !p.stop.is_empty()),
+            ("--seed", p.seed.is_some()),
+        ];
+        if let Some((flag, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(bad(format!(
+                "{flag} is not available with --api responses (the Responses API has no such \
+                 parameter); use --api chat or --api dashscope"
+            )));
+        }
     }
     Ok(())
 }

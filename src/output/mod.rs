@@ -40,6 +40,8 @@ struct OkRecord<'a> {
     // Third, so that the resume scan reads id, status and hash without parsing the content.
     request_hash: &'a str,
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parsed: Option<&'a Value>,
     reasoning: Option<&'a str>,
     finish_reason: Option<&'a str>,
     model: &'a str,
@@ -83,6 +85,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                 id: &o.id,
                 status: "ok",
                 content: r.content.as_deref(),
+                parsed: r.parsed.as_ref(),
                 reasoning: r.reasoning.as_deref(),
                 finish_reason: r.finish_reason.as_deref(),
                 model: r.model.as_deref().unwrap_or(&o.model),

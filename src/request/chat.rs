@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::stream::{Progress, StreamError};
 use super::{Reply, Usage};
 use crate::settings::GenParams;
 
@@ -19,34 +20,15 @@ pub fn body(
 ) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("model".into(), Value::String(params.model.clone()));
-    if let Some(t) = params.temperature {
-        body.insert("temperature".into(), Value::from(t));
-    }
-    if let Some(p) = params.top_p {
-        body.insert("top_p".into(), Value::from(p));
-    }
-    if let Some(m) = params.max_tokens {
-        body.insert("max_tokens".into(), Value::from(m));
-    }
-    if let Some(s) = params.seed {
-        body.insert("seed".into(), Value::from(s));
-    }
-    if !params.stop.is_empty() {
-        body.insert("stop".into(), Value::from(params.stop.clone()));
-    }
-    for (k, v) in &params.extra {
-        body.insert(k.clone(), v.clone());
-    }
+    body.extend(super::gen_fields(params, false));
     if let Some(row_body) = row_body {
         body.extend(row_body);
     }
     if let Some(p) = row_params {
-        for (k, v) in p {
-            body.insert(k.clone(), v.clone());
-        }
+        body.extend(p.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     body.insert("messages".into(), Value::Array(messages));
-    // Answers are read whole; a streamed answer would not parse. `--stream` will set these.
+    // Streaming is the run's choice (`--stream`, or a model that demands it), made per attempt.
     body.remove("stream");
     body.remove("stream_options");
     body
@@ -98,6 +80,22 @@ struct CompletionDetails {
     reasoning_tokens: u64,
 }
 
+impl WireUsage {
+    fn into_usage(self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_tokens,
+            output_tokens: self.completion_tokens,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens),
+            cached_tokens: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            total_tokens: self
+                .total_tokens
+                .unwrap_or(self.prompt_tokens + self.completion_tokens),
+        }
+    }
+}
+
 /// Parses a 200 answer. An `Err` says why the body is not a usable answer.
 pub fn parse(body: &[u8]) -> Result<Reply, String> {
     let r: Response =
@@ -110,37 +108,142 @@ pub fn parse(body: &[u8]) -> Result<Reply, String> {
     let message = choice
         .message
         .ok_or_else(|| "answer has no message".to_string())?;
-    let content = match message.content {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Array(parts)) => Some(
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<String>(),
-        ),
-        Some(other) => Some(other.to_string()),
-    };
-    let usage = r.usage.map(|u| Usage {
-        input_tokens: u.prompt_tokens,
-        output_tokens: u.completion_tokens,
-        reasoning_tokens: u
-            .completion_tokens_details
-            .map_or(0, |d| d.reasoning_tokens),
-        cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-        total_tokens: u
-            .total_tokens
-            .unwrap_or(u.prompt_tokens + u.completion_tokens),
-    });
     Ok(Reply {
-        content,
+        content: super::content_text(message.content),
         reasoning: message.reasoning_content.filter(|r| !r.is_empty()),
         finish_reason: choice.finish_reason,
         model: r.model,
-        usage,
+        usage: r.usage.map(WireUsage::into_usage),
         request_id: r.request_id.or(r.id),
         tool_calls: message.tool_calls.filter(|t| !t.is_null()),
+        parsed: None,
     })
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    id: Option<String>,
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    usage: Option<WireUsage>,
+    error: Option<Value>,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    delta: Option<Delta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// Reassembles a streamed chat answer: `content` and `reasoning_content` deltas, tool-call
+/// fragments by index, the finish reason, and the usage chunk (whose `choices` is empty).
+#[derive(Debug, Default)]
+pub struct Assembler {
+    reply: Reply,
+    content: String,
+    reasoning: String,
+    tool_calls: Vec<Value>,
+    finished: bool,
+    done: bool,
+}
+
+impl Assembler {
+    pub fn event(&mut self, data: &str) -> Result<Progress, StreamError> {
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            return Ok(Progress::Done);
+        }
+        let chunk: Chunk = serde_json::from_str(data)
+            .map_err(|e| StreamError::Bad(format!("unparsable stream event: {e}")))?;
+        if chunk.error.as_ref().is_some_and(|e| !e.is_null()) {
+            return Err(StreamError::Api(data.as_bytes().to_vec()));
+        }
+        let r = &mut self.reply;
+        if r.model.is_none() {
+            r.model = chunk.model;
+        }
+        if r.request_id.is_none() {
+            r.request_id = chunk.request_id.or(chunk.id);
+        }
+        if let Some(u) = chunk.usage {
+            r.usage = Some(u.into_usage());
+        }
+        for choice in chunk.choices {
+            if let Some(d) = choice.delta {
+                if let Some(c) = d.content {
+                    self.content.push_str(&c);
+                }
+                if let Some(c) = d.reasoning_content {
+                    self.reasoning.push_str(&c);
+                }
+                for call in d.tool_calls.unwrap_or_default() {
+                    merge_tool_call(&mut self.tool_calls, call);
+                }
+            }
+            if let Some(f) = choice.finish_reason.filter(|f| !f.is_empty()) {
+                r.finish_reason = Some(f);
+                self.finished = true;
+            }
+        }
+        // The usage chunk comes after the finish; without `[DONE]` the stream's end closes it.
+        Ok(Progress::More)
+    }
+
+    pub fn finish(mut self) -> Result<Reply, String> {
+        if !self.finished && !self.done {
+            return Err("stream ended before the answer finished".to_string());
+        }
+        self.reply.content = Some(self.content);
+        self.reply.reasoning = Some(self.reasoning).filter(|r| !r.is_empty());
+        if !self.tool_calls.is_empty() {
+            self.reply.tool_calls = Some(Value::Array(self.tool_calls));
+        }
+        Ok(self.reply)
+    }
+}
+
+/// Merges one streamed tool-call fragment into the calls so far, by its `index`.
+fn merge_tool_call(calls: &mut Vec<Value>, fragment: Value) {
+    let Value::Object(mut frag) = fragment else {
+        return;
+    };
+    let index = frag
+        .remove("index")
+        .and_then(|i| i.as_u64())
+        .unwrap_or(calls.len() as u64) as usize;
+    while calls.len() <= index {
+        calls.push(serde_json::json!({"id": null, "type": "function",
+            "function": {"name": "", "arguments": ""}}));
+    }
+    let Value::Object(call) = &mut calls[index] else {
+        return;
+    };
+    for key in ["id", "type"] {
+        if let Some(v) = frag.get(key).filter(|v| !v.is_null()) {
+            call.insert(key.into(), v.clone());
+        }
+    }
+    let Some(Value::Object(f)) = frag.get("function") else {
+        return;
+    };
+    if let Some(Value::Object(target)) = call.get_mut("function") {
+        for key in ["name", "arguments"] {
+            if let Some(piece) = f.get(key).and_then(Value::as_str)
+                && let Some(Value::String(s)) = target.get_mut(key)
+            {
+                s.push_str(piece);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

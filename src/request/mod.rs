@@ -6,13 +6,17 @@
 //! that validated builds the same request when it is sent.
 
 pub mod chat;
+pub mod native;
+pub mod responses;
+pub mod stream;
 pub mod template;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::cli::ApiStyle;
 use crate::input::RawRow;
-use crate::settings::{GenParams, Settings};
+use crate::settings::{GenParams, OutputFormat, Settings};
 pub use template::Template;
 
 /// Largest request body accepted from one row.
@@ -49,7 +53,13 @@ pub struct Reply {
     pub usage: Option<Usage>,
     pub request_id: Option<String>,
     pub tool_calls: Option<Value>,
+    /// With `--json`/`--json-schema`: the content, parsed and validated.
+    pub parsed: Option<Value>,
 }
+
+/// Added to the conversation by `--json` when no message mentions JSON: DashScope rejects
+/// JSON mode unless the word "json" appears in the messages.
+pub const JSON_HINT: &str = "Reply in JSON.";
 
 /// Builds requests for every row of a run.
 #[derive(Debug, Clone)]
@@ -59,6 +69,7 @@ pub struct Builder {
     id_field: String,
     system: Option<String>,
     params: GenParams,
+    api: ApiStyle,
 }
 
 impl Builder {
@@ -74,6 +85,7 @@ impl Builder {
             id_field: settings.id_field.clone(),
             system: settings.system.clone(),
             params: settings.params.clone(),
+            api: settings.api,
         })
     }
 
@@ -92,27 +104,61 @@ impl Builder {
         };
         let metadata = fields.get("metadata").filter(|v| !v.is_null()).cloned();
 
-        let body = if let Some(batch_body) = batch_line_body(fields)? {
+        let (mut messages, row_body) = if let Some(batch_body) = batch_line_body(fields)? {
             let mut body = batch_body.clone();
-            let mut messages = match body.remove("messages") {
+            let messages = match body.remove("messages") {
                 Some(Value::Array(m)) => m,
                 Some(_) => return Err("`body.messages` must be an array".to_string()),
                 None => return Err("`body` has no `messages`".to_string()),
             };
             check_messages(&messages)?;
-            self.add_system(&mut messages);
-            chat::body(&self.params, messages, Some(body), row_params)
+            (messages, Some(body))
         } else {
-            let mut messages = match fields.get("messages") {
+            let messages = match fields.get("messages") {
                 Some(Value::Array(m)) => {
                     check_messages(m)?;
                     m.clone()
                 }
                 Some(_) => return Err("`messages` must be an array".to_string()),
-                None => vec![user_message(self.prompt(fields)?)],
+                None => vec![message("user", self.prompt(fields)?)],
             };
+            (messages, None)
+        };
+        // The Responses API carries the system prompt as `instructions`.
+        let mut instructions = None;
+        if self.api == ApiStyle::Responses {
+            if !has_role(&messages, "system") {
+                instructions = self.system.clone();
+            }
+        } else {
             self.add_system(&mut messages);
-            chat::body(&self.params, messages, None, row_params)
+        }
+        if self.params.format == OutputFormat::JsonObject
+            && !mentions_json(&messages)
+            && !instructions.as_deref().is_some_and(text_mentions_json)
+        {
+            match &mut instructions {
+                Some(text) => {
+                    text.push_str("\n\n");
+                    text.push_str(JSON_HINT);
+                }
+                None if self.api == ApiStyle::Responses => instructions = Some(JSON_HINT.into()),
+                None => add_json_hint(&mut messages),
+            }
+        }
+        if let Some(prefix) = &self.params.prefix {
+            let mut m = message("assistant", prefix.clone());
+            if let Value::Object(o) = &mut m {
+                o.insert("partial".into(), Value::Bool(true));
+            }
+            messages.push(m);
+        }
+        let body = match self.api {
+            ApiStyle::Chat => chat::body(&self.params, messages, row_body, row_params),
+            ApiStyle::Responses => {
+                responses::body(&self.params, messages, instructions, row_body, row_params)
+            }
+            ApiStyle::Dashscope => native::body(&self.params, messages, row_body, row_params),
         };
         let bytes = serde_json::to_vec(&Value::Object(body))
             .map_err(|e| format!("cannot encode the request: {e}"))?;
@@ -158,23 +204,159 @@ impl Builder {
     /// Puts `--system` first unless the conversation already has a system message.
     fn add_system(&self, messages: &mut Vec<Value>) {
         let Some(system) = &self.system else { return };
-        let has_system = messages
-            .iter()
-            .any(|m| m.get("role").and_then(Value::as_str) == Some("system"));
-        if !has_system {
-            let mut m = Map::new();
-            m.insert("role".into(), Value::String("system".into()));
-            m.insert("content".into(), Value::String(system.clone()));
-            messages.insert(0, Value::Object(m));
+        if !has_role(messages, "system") {
+            messages.insert(0, message("system", system.clone()));
         }
     }
 }
 
-fn user_message(text: String) -> Value {
+/// The text of a message's `content`: a string, or the `text` of its parts joined.
+pub fn content_text(content: Option<Value>) -> Option<String> {
+    match content {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Array(parts)) => Some(
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<String>(),
+        ),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// Parses a whole (not streamed) 200 answer of a style.
+pub fn parse(api: ApiStyle, body: &[u8]) -> Result<Reply, String> {
+    match api {
+        ApiStyle::Chat => chat::parse(body),
+        ApiStyle::Responses => responses::parse(body),
+        ApiStyle::Dashscope => native::parse(body),
+    }
+}
+
+/// The path of a style's endpoint, appended to the base URL.
+pub fn path(api: ApiStyle) -> &'static str {
+    match api {
+        ApiStyle::Chat => chat::PATH,
+        ApiStyle::Responses => responses::PATH,
+        ApiStyle::Dashscope => native::PATH,
+    }
+}
+
+/// The body of a streamed attempt: chat asks for a stream with its usage, Responses for a
+/// stream; DashScope native streams on a header, with the same body.
+pub fn stream_body(api: ApiStyle, body: &Bytes) -> Bytes {
+    let head: &[u8] = match api {
+        ApiStyle::Chat => br#"{"stream":true,"stream_options":{"include_usage":true},"#,
+        ApiStyle::Responses => br#"{"stream":true,"#,
+        ApiStyle::Dashscope => return body.clone(),
+    };
+    // Bodies are JSON objects with at least `model`, so `{` is followed by a field.
+    let mut out = Vec::with_capacity(body.len() + head.len());
+    out.extend_from_slice(head);
+    out.extend_from_slice(body.get(1..).unwrap_or_default());
+    Bytes::from(out)
+}
+
+fn message(role: &str, text: String) -> Value {
     let mut m = Map::new();
-    m.insert("role".into(), Value::String("user".into()));
+    m.insert("role".into(), Value::String(role.into()));
     m.insert("content".into(), Value::String(text));
     Value::Object(m)
+}
+
+fn has_role(messages: &[Value], role: &str) -> bool {
+    messages
+        .iter()
+        .any(|m| m.get("role").and_then(Value::as_str) == Some(role))
+}
+
+fn text_mentions_json(text: &str) -> bool {
+    text.as_bytes()
+        .windows(4)
+        .any(|w| w.eq_ignore_ascii_case(b"json"))
+}
+
+/// Whether any message's text (a string, or text parts) contains the word "json".
+fn mentions_json(messages: &[Value]) -> bool {
+    messages.iter().any(|m| match m.get("content") {
+        Some(Value::String(s)) => text_mentions_json(s),
+        Some(Value::Array(parts)) => parts.iter().any(|p| {
+            p.get("text")
+                .and_then(Value::as_str)
+                .is_some_and(text_mentions_json)
+        }),
+        _ => false,
+    })
+}
+
+/// Appends [`JSON_HINT`] to the first system message, or adds one with it.
+fn add_json_hint(messages: &mut Vec<Value>) {
+    let first_system = messages
+        .iter_mut()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("system"));
+    if let Some(Value::Object(m)) = first_system
+        && let Some(Value::String(text)) = m.get_mut("content")
+    {
+        text.push_str("\n\n");
+        text.push_str(JSON_HINT);
+        return;
+    }
+    messages.insert(0, message("system", JSON_HINT.to_string()));
+}
+
+/// The run's generation parameters in a style's field names: chat and DashScope native share
+/// them (native puts them under `parameters`); the Responses API names a few differently.
+pub fn gen_fields(params: &GenParams, responses: bool) -> Map<String, Value> {
+    let mut f = Map::new();
+    if let Some(t) = params.temperature {
+        f.insert("temperature".into(), Value::from(t));
+    }
+    if let Some(p) = params.top_p {
+        f.insert("top_p".into(), Value::from(p));
+    }
+    if let Some(m) = params.max_tokens {
+        let name = if responses {
+            "max_output_tokens"
+        } else {
+            "max_tokens"
+        };
+        f.insert(name.into(), Value::from(m));
+    }
+    if let Some(s) = params.seed {
+        f.insert("seed".into(), Value::from(s));
+    }
+    if !params.stop.is_empty() {
+        f.insert("stop".into(), Value::from(params.stop.clone()));
+    }
+    if let Some(t) = params.thinking {
+        f.insert("enable_thinking".into(), Value::Bool(t));
+    }
+    if let Some(b) = params.thinking_budget {
+        f.insert("thinking_budget".into(), Value::from(b));
+    }
+    let format = match &params.format {
+        OutputFormat::Text => None,
+        OutputFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
+        OutputFormat::JsonSchema { name, schema } if responses => Some(serde_json::json!({
+            "type": "json_schema", "name": name, "schema": schema, "strict": true
+        })),
+        OutputFormat::JsonSchema { name, schema } => Some(serde_json::json!({
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": true}
+        })),
+    };
+    if let Some(format) = format {
+        if responses {
+            f.insert("text".into(), serde_json::json!({ "format": format }));
+        } else {
+            f.insert("response_format".into(), format);
+        }
+    }
+    for (k, v) in &params.extra {
+        f.insert(k.clone(), v.clone());
+    }
+    f
 }
 
 /// The `body` of an OpenAI Batch line, if the row is one.
@@ -229,6 +411,7 @@ mod tests {
                 temperature: Some(0.5),
                 ..GenParams::default()
             },
+            api: ApiStyle::Chat,
         }
     }
 
