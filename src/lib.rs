@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod dispatch;
+pub mod flow;
 pub mod input;
 pub mod mock;
 pub mod output;

@@ -42,7 +42,10 @@ fn assert_contents(recs: &[Value], n: usize, what: &str) {
             Some(reply_for(&prompt_of(i)).as_str()),
             "{what}: row r{i}"
         );
-        assert!(r["usage"]["output_tokens"].as_u64().unwrap_or(0) > 0, "{what}");
+        assert!(
+            r["usage"]["output_tokens"].as_u64().unwrap_or(0) > 0,
+            "{what}"
+        );
     }
 }
 
@@ -76,7 +79,15 @@ fn dashscope_streamed_with_thinking_fills_reasoning() {
         &ep,
         &input,
         &out,
-        &["--api", "dashscope", "--stream", "--thinking", "on", "-c", "32"],
+        &[
+            "--api",
+            "dashscope",
+            "--stream",
+            "--thinking",
+            "on",
+            "-c",
+            "32",
+        ],
     );
     assert_contents(&recs, 300, "dashscope --stream --thinking on");
     let map = by_id(&recs);
@@ -149,7 +160,11 @@ fn json_output_is_parsed_and_invalid_json_is_retried_then_recorded() {
         for i in 1..=40 {
             let r = &map[&format!("r{i}")];
             assert_eq!(r["status"], "ok", "{api}: {r}");
-            assert_eq!(r["parsed"], json!({"answer": reply_for(&prompt_of(i))}), "{api}");
+            assert_eq!(
+                r["parsed"],
+                json!({"answer": reply_for(&prompt_of(i))}),
+                "{api}"
+            );
         }
         let bad = &map["bad"];
         assert_eq!(bad["error"]["kind"], "invalid_output", "{api}: {bad}");
@@ -175,7 +190,12 @@ fn json_schema_output_is_validated() {
             &ep,
             &input,
             &out,
-            &["--api", api, "--json-schema", schema.to_str().expect("path")],
+            &[
+                "--api",
+                api,
+                "--json-schema",
+                schema.to_str().expect("path"),
+            ],
         );
         for r in &recs {
             assert_eq!(r["parsed"]["label"], "positive", "{api}: {r}");
@@ -222,7 +242,10 @@ fn system_prompt_and_prefix_reach_the_model() {
         let map = by_id(&recs);
         for i in 1..=300 {
             let want = format!("{prefix}{}", reply_for(&prompt_of(i)));
-            assert_eq!(map[&format!("r{i}")]["content"].as_str(), Some(want.as_str()));
+            assert_eq!(
+                map[&format!("r{i}")]["content"].as_str(),
+                Some(want.as_str())
+            );
         }
     }
 }
@@ -249,7 +272,11 @@ fn a_streaming_only_model_switches_the_run_to_streaming() {
             "8",
         ]);
         assert_eq!(code, 0, "{api}: {stderr}");
-        assert_eq!(stderr.matches("streaming this row and the rest").count(), 1, "{stderr}");
+        assert_eq!(
+            stderr.matches("streaming this row and the rest").count(),
+            1,
+            "{stderr}"
+        );
         let recs = records(&out);
         assert_contents(&recs, 200, api);
         // Only the rows in flight before the switch were refused, once each.
@@ -329,7 +356,10 @@ fn out_of_range_parameters_exit_2_before_anything_is_sent() {
         (&["--top-p", "1.01"], "--top-p"),
         (&["--max-tokens", "0"], "--max-tokens"),
         (&["--thinking-budget", "0"], "--thinking-budget"),
-        (&["--api", "responses", "--thinking-budget", "100"], "--thinking-budget"),
+        (
+            &["--api", "responses", "--thinking-budget", "100"],
+            "--thinking-budget",
+        ),
         (&["--prefix", "x", "--thinking", "on"], "--prefix"),
         (&["--api", "responses", "--stop", "END"], "--stop"),
     ];

@@ -122,4 +122,3 @@ pub fn prompts_jsonl(n: usize) -> String {
         })
         .collect()
 }
-

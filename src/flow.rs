@@ -1,0 +1,475 @@
+//! Flow control: client-side rate limits (`--rpm`, `--tpm`), a cool-down shared by the whole
+//! pool after a 429, and an adaptive concurrency window (slow start, then additive increase on
+//! success and multiplicative decrease on 429s and timeouts) between 1 and `-c`.
+//!
+//! The limits are token buckets of our own ([`Bucket`]) rather than the `governor` crate: the
+//! TPM limit spends an estimate before sending and corrects it when the usage arrives, which
+//! needs a bucket that can be refunded and can go into debt, and the buckets run on tokio's
+//! clock, so the tests drive them with paused time.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
+/// served in order (a fair lock is held while one waits), so a limit is spread evenly.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: f64,
+    capacity: f64,
+    state: tokio::sync::Mutex<Fill>,
+}
+
+#[derive(Debug)]
+struct Fill {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Fill {
+    fn refill(&mut self, rate: f64, capacity: f64) {
+        let now = Instant::now();
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate).min(capacity);
+        self.at = now;
+    }
+}
+
+impl Bucket {
+    /// A bucket for `per_minute` units, enforced per second as DashScope does: it refills at
+    /// `per_minute / 60` per second and holds at most one second's worth (at least one unit).
+    pub fn per_minute(per_minute: u64) -> Bucket {
+        let rate = per_minute as f64 / 60.0;
+        let capacity = rate.max(1.0);
+        Bucket {
+            rate,
+            capacity,
+            state: tokio::sync::Mutex::new(Fill {
+                tokens: capacity,
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// Waits until `n` units can be spent, then spends them. A request larger than the bucket
+    /// waits for a full bucket and leaves it in debt, which later requests pay off.
+    pub async fn acquire(&self, n: f64) {
+        let mut fill = self.state.lock().await;
+        fill.refill(self.rate, self.capacity);
+        let need = n.min(self.capacity);
+        if fill.tokens < need {
+            let wait = (need - fill.tokens) / self.rate;
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            fill.refill(self.rate, self.capacity);
+        }
+        fill.tokens -= n;
+    }
+
+    /// Corrects an earlier spend: positive `n` spends more (possibly into debt), negative
+    /// gives back.
+    pub async fn adjust(&self, n: f64) {
+        let mut fill = self.state.lock().await;
+        fill.refill(self.rate, self.capacity);
+        fill.tokens = (fill.tokens - n).min(self.capacity);
+    }
+}
+
+/// The concurrency window.
+#[derive(Debug)]
+struct Window {
+    /// Current limit on requests in flight, in [1, max].
+    limit: f64,
+    max: f64,
+    /// Below this the window grows by one per success (slow start), above it by 1/limit.
+    threshold: f64,
+    in_flight: usize,
+    /// When the window was last cut: it is cut at most once per cool-down.
+    last_cut: Option<Instant>,
+}
+
+/// The first window of a run: requests ramp up from here instead of starting as a burst.
+const SLOW_START: f64 = 4.0;
+/// Cool-down after a 429 that came without `Retry-After`, and the shortest cut interval.
+const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
+/// Bytes of request body per input token before any usage has been seen: right for CJK text,
+/// a little high (so cautious) for English.
+const INITIAL_TOKENS_PER_BYTE: f64 = 1.0 / 3.0;
+/// Output tokens expected before any answer has been seen, when `--max-tokens` is not set.
+const INITIAL_OUTPUT_GUESS: f64 = 256.0;
+
+/// Flow control shared by the dispatcher and every worker.
+#[derive(Debug)]
+pub struct Flow {
+    rpm: Option<Bucket>,
+    tpm: Option<Bucket>,
+    max_tokens: Option<u64>,
+    window: Mutex<Window>,
+    freed: Notify,
+    /// No attempt starts before this (a 429's cool-down, or an exhausted rate-limit header).
+    pause_until: Mutex<Option<Instant>>,
+    /// Sums over answers with usage, to learn the estimate: body bytes, input and output
+    /// tokens, answers.
+    seen_bytes: AtomicU64,
+    seen_input: AtomicU64,
+    seen_output: AtomicU64,
+    seen_answers: AtomicU64,
+    /// Answers with status 429.
+    pub rate_limited: AtomicU64,
+}
+
+/// What an attempt spent from the TPM bucket, to correct once its usage is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Spend {
+    tokens: f64,
+}
+
+/// How an attempt ended, as far as flow control cares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// An answer with this many tokens in and out (0 when the answer had no usage).
+    Answered { input: u64, output: u64 },
+    /// A 429; the server's `Retry-After` if it sent one.
+    RateLimited(Option<Duration>),
+    /// A timeout: the endpoint is overloaded or the network is.
+    Timeout,
+    /// Anything else: no change.
+    Other,
+}
+
+impl Flow {
+    pub fn new(
+        concurrency: usize,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        max_tokens: Option<u64>,
+    ) -> Flow {
+        let max = concurrency.max(1) as f64;
+        Flow {
+            rpm: rpm.map(Bucket::per_minute),
+            tpm: tpm.map(Bucket::per_minute),
+            max_tokens,
+            window: Mutex::new(Window {
+                limit: SLOW_START.min(max),
+                max,
+                threshold: max,
+                in_flight: 0,
+                last_cut: None,
+            }),
+            freed: Notify::new(),
+            pause_until: Mutex::new(None),
+            seen_bytes: AtomicU64::new(0),
+            seen_input: AtomicU64::new(0),
+            seen_output: AtomicU64::new(0),
+            seen_answers: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+        }
+    }
+
+    /// The current concurrency limit (for the progress display).
+    pub fn limit(&self) -> usize {
+        lock(&self.window).limit as usize
+    }
+
+    /// Waits for room in the concurrency window; the slot is held until dropped.
+    pub async fn slot(&self) -> Slot<'_> {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut w = lock(&self.window);
+                if (w.in_flight as f64) < w.limit.floor() {
+                    w.in_flight += 1;
+                    return Slot { flow: self };
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// The tokens a request is expected to use: its input from its size (with the ratio
+    /// learned from the usage seen so far), plus its expected output.
+    pub fn estimate(&self, body_bytes: usize) -> f64 {
+        let bytes = self.seen_bytes.load(Relaxed);
+        let ratio = if bytes == 0 {
+            INITIAL_TOKENS_PER_BYTE
+        } else {
+            self.seen_input.load(Relaxed) as f64 / bytes as f64
+        };
+        let answers = self.seen_answers.load(Relaxed);
+        let output = match self.max_tokens {
+            Some(m) => m as f64,
+            None if answers == 0 => INITIAL_OUTPUT_GUESS,
+            None => self.seen_output.load(Relaxed) as f64 / answers as f64,
+        };
+        body_bytes as f64 * ratio + output
+    }
+
+    /// Waits until an attempt may start: after any cool-down, within `--rpm`, and within
+    /// `--tpm` for its estimated tokens. Retries ask again: they spend quota too.
+    pub async fn before_attempt(&self, body_bytes: usize) -> Spend {
+        loop {
+            let until = *lock(&self.pause_until);
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        if let Some(b) = &self.rpm {
+            b.acquire(1.0).await;
+        }
+        let tokens = match &self.tpm {
+            Some(b) => {
+                let t = self.estimate(body_bytes);
+                b.acquire(t).await;
+                t
+            }
+            None => 0.0,
+        };
+        Spend { tokens }
+    }
+
+    /// Learns from how an attempt ended.
+    pub async fn after_attempt(&self, body_bytes: usize, spend: Spend, signal: Signal) {
+        match signal {
+            Signal::Answered { input, output } => {
+                if input > 0 {
+                    self.seen_bytes.fetch_add(body_bytes as u64, Relaxed);
+                    self.seen_input.fetch_add(input, Relaxed);
+                    self.seen_output.fetch_add(output, Relaxed);
+                    self.seen_answers.fetch_add(1, Relaxed);
+                    if let Some(b) = &self.tpm {
+                        b.adjust((input + output) as f64 - spend.tokens).await;
+                    }
+                }
+                self.grow();
+            }
+            Signal::RateLimited(after) => {
+                self.rate_limited.fetch_add(1, Relaxed);
+                let cool = after.unwrap_or(DEFAULT_COOL_DOWN);
+                self.pause_for(cool);
+                self.cut(cool.max(DEFAULT_COOL_DOWN));
+                // A refused request used no tokens.
+                if let Some(b) = &self.tpm {
+                    b.adjust(-spend.tokens).await;
+                }
+            }
+            Signal::Timeout => self.cut(DEFAULT_COOL_DOWN),
+            Signal::Other => {}
+        }
+    }
+
+    /// Holds every new attempt for `d` from now (never shortens a longer pause).
+    pub fn pause_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut p = lock(&self.pause_until);
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+
+    fn grow(&self) {
+        let mut w = lock(&self.window);
+        let step = if w.limit < w.threshold {
+            1.0
+        } else {
+            1.0 / w.limit
+        };
+        w.limit = (w.limit + step).min(w.max);
+        drop(w);
+        self.freed.notify_waiters();
+    }
+
+    /// Halves the window, at most once per `interval`: the answers of requests already in
+    /// flight when the first 429 came say nothing new.
+    fn cut(&self, interval: Duration) {
+        let now = Instant::now();
+        let mut w = lock(&self.window);
+        if w.last_cut.is_some_and(|t| now.duration_since(t) < interval) {
+            return;
+        }
+        w.last_cut = Some(now);
+        w.limit = (w.limit / 2.0).max(1.0);
+        w.threshold = w.limit;
+    }
+}
+
+/// A place in the concurrency window.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    flow: &'a Flow,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(&self.flow.window).in_flight -= 1;
+        self.flow.freed.notify_waiters();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn rpm_is_spread_evenly_over_each_second() {
+        let b = Bucket::per_minute(600); // 10 per second, one second's burst
+        let start = Instant::now();
+        for _ in 0..10 {
+            b.acquire(1.0).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first second's worth is free"
+        );
+        for _ in 0..50 {
+            b.acquire(1.0).await;
+        }
+        let t = start.elapsed().as_secs_f64();
+        assert!((t - 5.0).abs() < 0.01, "50 more at 10/s take 5 s, took {t}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_rates_have_a_burst_of_one() {
+        let b = Bucket::per_minute(30); // one every 2 s
+        let start = Instant::now();
+        for _ in 0..3 {
+            b.acquire(1.0).await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tpm_debt_and_refund() {
+        let b = Bucket::per_minute(60_000); // 1000 tokens per second
+        let start = Instant::now();
+        b.acquire(5000.0).await; // larger than the bucket: goes 4000 into debt
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        b.acquire(1000.0).await; // must wait for the debt plus its own 1000
+        assert!((start.elapsed().as_secs_f64() - 5.0).abs() < 0.01);
+        b.adjust(-1000.0).await; // it used nothing after all
+        let t = Instant::now();
+        b.acquire(1000.0).await;
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order() {
+        let b = std::sync::Arc::new(Bucket::per_minute(60)); // 1 per second
+        b.acquire(1.0).await;
+        let mut tasks = Vec::new();
+        for i in 0..5u64 {
+            let b = b.clone();
+            tasks.push(tokio::spawn(async move {
+                b.acquire(1.0).await;
+                (i, Instant::now())
+            }));
+            tokio::task::yield_now().await;
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.expect("task"));
+        }
+        for w in times.windows(2) {
+            assert!(w[0].1 < w[1].1, "{times:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_then_aimd() {
+        let f = Flow::new(64, None, None, None);
+        assert_eq!(f.limit(), 4);
+        let answered = Signal::Answered {
+            input: 10,
+            output: 10,
+        };
+        for _ in 0..20 {
+            f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
+        }
+        assert_eq!(f.limit(), 24, "slow start grows by one per success");
+        f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
+            .await;
+        assert_eq!(f.limit(), 12);
+        // More 429s from requests already in flight do not cut again.
+        f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
+            .await;
+        assert_eq!(f.limit(), 12);
+        // Past the threshold, growth is additive: about one per window of successes.
+        for _ in 0..12 {
+            f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
+        }
+        assert_eq!(f.limit(), 12, "12.96 floors to 12");
+        f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
+        assert_eq!(f.limit(), 13);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        f.after_attempt(30, Spend { tokens: 0.0 }, Signal::Timeout)
+            .await;
+        assert_eq!(f.limit(), 6);
+        for _ in 0..10 {
+            f.after_attempt(30, Spend { tokens: 0.0 }, Signal::Timeout)
+                .await;
+        }
+        assert!(f.limit() >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_every_new_attempt() {
+        let f = Flow::new(8, None, None, None);
+        let start = Instant::now();
+        f.after_attempt(
+            30,
+            Spend { tokens: 0.0 },
+            Signal::RateLimited(Some(Duration::from_millis(1500))),
+        )
+        .await;
+        f.before_attempt(30).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        // A shorter pause does not shorten a longer one.
+        f.pause_for(Duration::from_secs(3));
+        f.pause_for(Duration::from_secs(1));
+        f.before_attempt(30).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(4500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_bounds_requests_in_flight() {
+        let f = std::sync::Arc::new(Flow::new(2, None, None, None));
+        let a = f.slot().await;
+        let _b = f.slot().await;
+        let f2 = f.clone();
+        let third = tokio::spawn(async move {
+            let _c = f2.slot().await;
+            Instant::now()
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!third.is_finished());
+        drop(a);
+        let t = third.await.expect("task");
+        assert_eq!(t.duration_since(Instant::now()), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn estimate_learns_from_usage() {
+        let f = Flow::new(4, None, Some(600_000), None);
+        assert!((f.estimate(300) - (100.0 + INITIAL_OUTPUT_GUESS)).abs() < 1e-9);
+        let s = f.before_attempt(300).await;
+        f.after_attempt(
+            300,
+            s,
+            Signal::Answered {
+                input: 60,
+                output: 40,
+            },
+        )
+        .await;
+        assert!((f.estimate(600) - (120.0 + 40.0)).abs() < 1e-9);
+        let capped = Flow::new(4, None, None, Some(10));
+        assert!((capped.estimate(30) - 20.0).abs() < 1e-9);
+    }
+}
