@@ -125,11 +125,11 @@ pub struct RunArgs {
     pub model: Option<String>,
 
     /// Sampling temperature, in [0, 2).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
     pub temperature: Option<f64>,
 
     /// Nucleus sampling, in (0, 1].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub top_p: Option<f64>,
 
     /// Cap on output tokens per row (at least 1).
@@ -176,6 +176,20 @@ pub struct RunArgs {
     /// Most requests in flight [default: 16].
     #[arg(short = 'c', long, value_name = "N")]
     pub concurrency: Option<usize>,
+
+    /// Client-side limit on requests per minute, spread evenly over each second.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<u64>,
+
+    /// Client-side limit on tokens per minute (estimated before sending, corrected from the
+    /// usage), spread evenly over each second.
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<u64>,
+
+    /// Stop early (exit 3) once this many rows have failed, or this share of the rows
+    /// finished so far (e.g. `5%`, judged from 20 finished rows on).
+    #[arg(long, value_name = "N|P%")]
+    pub max_failures: Option<String>,
 
     /// Retries per row after the first attempt [default: 6].
     #[arg(long, value_name = "N")]

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::cli::ApiStyle;
+use crate::flow::Flow;
 use crate::request::stream::{Assembler, Progress, StreamError};
 use crate::request::{self, Reply};
 use crate::retry::{self, ErrorKind, Failure};
@@ -22,6 +23,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Client {
     http: reqwest::Client,
     api: ApiStyle,
+    /// Told about exhausted `x-ratelimit-remaining-*` headers.
+    flow: std::sync::Arc<Flow>,
     url: String,
     /// The `Authorization` header, marked sensitive so that it is never printed.
     auth: Option<HeaderValue>,
@@ -36,6 +39,7 @@ impl Client {
         key: Option<&ApiKey>,
         timeout: Duration,
         concurrency: usize,
+        flow: std::sync::Arc<Flow>,
     ) -> anyhow::Result<Client> {
         // Any provider works; installing fails only when one is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -62,6 +66,7 @@ impl Client {
         Ok(Client {
             http,
             api,
+            flow,
             url: format!("{}{}", base_url.trim_end_matches('/'), request::path(api)),
             auth,
             openai: base_url.contains("api.openai.com"),
@@ -74,6 +79,7 @@ impl Client {
 
     /// Sends one attempt, streamed or not.
     pub async fn attempt(&self, body: &Bytes, stream: bool) -> Result<Reply, Failure> {
+        let body_len = body.len();
         let body = if stream {
             request::stream_body(self.api, body)
         } else {
@@ -95,6 +101,7 @@ impl Client {
         }
         let resp = req.send().await.map_err(transport_failure)?;
         let status = resp.status().as_u16();
+        self.note_rate_headers(resp.headers(), body_len);
         let request_id = resp
             .headers()
             .get("x-request-id")
@@ -115,6 +122,35 @@ impl Client {
             reply.request_id = request_id;
         }
         Ok(reply)
+    }
+
+    /// OpenAI's rate-limit headers (DashScope sends none): when the requests left in the
+    /// window are used up, or the tokens left would not cover the next request, every new
+    /// attempt waits for the window's reset.
+    fn note_rate_headers(&self, headers: &HeaderMap, body_len: usize) {
+        let number = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| t.trim().parse::<f64>().ok())
+        };
+        let reset = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry::parse_reset)
+                .map(|d| d.min(retry::MAX_RETRY_AFTER))
+        };
+        if number("x-ratelimit-remaining-requests").is_some_and(|n| n < 1.0)
+            && let Some(d) = reset("x-ratelimit-reset-requests")
+        {
+            self.flow.pause_for(d);
+        }
+        if number("x-ratelimit-remaining-tokens").is_some_and(|n| n < self.flow.estimate(body_len))
+            && let Some(d) = reset("x-ratelimit-reset-tokens")
+        {
+            self.flow.pause_for(d);
+        }
     }
 
     /// Reads a whole answer: an error answer is classified, a 200 parsed.

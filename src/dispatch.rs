@@ -9,10 +9,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
+use crate::flow::{Flow, Signal};
 use crate::input::{self, Item, Problem, RawRow};
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
@@ -190,11 +191,17 @@ pub enum Stop {
     Fatal(Failure),
     /// SIGINT or SIGTERM.
     Interrupted,
+    /// `--max-failures`: this many rows failed out of this many finished.
+    TooManyFailures { failed: u64, finished: u64 },
 }
 
 /// What every worker shares.
 pub struct Shared {
     pub client: Client,
+    pub flow: Arc<Flow>,
+    /// Rows finished and rows failed so far, for `--max-failures`.
+    pub finished: AtomicU64,
+    pub failed: AtomicU64,
     /// Whether attempts stream: `--stream`, or switched on for the rest of the run when the
     /// model turned out to answer only streaming requests.
     pub stream: AtomicBool,
@@ -219,6 +226,25 @@ impl Shared {
         self.stop.cancel();
     }
 
+    /// Counts a finished row, and stops the run when `--max-failures` is passed.
+    fn count_outcome(&self, failed: bool) {
+        let finished = self.finished.fetch_add(1, Relaxed) + 1;
+        let failures = if failed {
+            self.failed.fetch_add(1, Relaxed) + 1
+        } else {
+            self.failed.load(Relaxed)
+        };
+        if let Some(max) = self.settings.max_failures
+            && failed
+            && max.exceeded(failures, finished)
+        {
+            self.stop_with(Stop::TooManyFailures {
+                failed: failures,
+                finished,
+            });
+        }
+    }
+
     /// Switches the run to streaming, saying so once.
     fn switch_to_stream(&self, why: &Failure) {
         if !self.stream.swap(true, Relaxed) && !self.settings.quiet {
@@ -228,6 +254,32 @@ impl Shared {
                 self.model, why.message
             ));
         }
+    }
+
+    /// One attempt under flow control: waits for the cool-down and the rate limits, sends,
+    /// and tells flow control how it went.
+    /// Returns whether the attempt streamed.
+    async fn send(&self, p: &Prepared, attempts: &AtomicU32) -> (Result<Reply, Failure>, bool) {
+        let size = p.body.len();
+        let spend = self.flow.before_attempt(size).await;
+        attempts.fetch_add(1, Relaxed);
+        let stream = self.stream.load(Relaxed);
+        let result = self.client.attempt(&p.body, stream).await;
+        let signal = match &result {
+            Ok(r) => Signal::Answered {
+                input: r.usage.map_or(0, |u| u.input_tokens),
+                output: r.usage.map_or(0, |u| u.output_tokens),
+            },
+            Err(f) if f.kind == ErrorKind::RateLimit => {
+                self.live.rate_limited.fetch_add(1, Relaxed);
+                Signal::RateLimited(f.retry_after)
+            }
+            Err(f) if f.kind == ErrorKind::Timeout => Signal::Timeout,
+            Err(_) => Signal::Other,
+        };
+        self.flow.after_attempt(size, spend, signal).await;
+        self.live.window.store(self.flow.limit() as u64, Relaxed);
+        (result, stream)
     }
 
     /// Turns an answer into the row's reply: the `--prefix` put back in front of the
@@ -297,8 +349,8 @@ pub async fn dispatch(
     mut rows: mpsc::Receiver<Prepared>,
     results: mpsc::Sender<Outcome>,
 ) {
-    // One permit per request in flight; a worker holds its permit until its outcome is sent.
-    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
+    // One slot of the concurrency window per row in flight; a worker holds its slot until
+    // its outcome is sent.
     loop {
         let next = tokio::select! {
             biased;
@@ -309,10 +361,7 @@ pub async fn dispatch(
         let permit = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+            slot = shared.flow.slot() => slot,
         };
         shared.live.in_flight.fetch_add(1, Relaxed);
         let shared = shared.clone();
@@ -324,6 +373,9 @@ pub async fn dispatch(
                 o = run_row(&shared, prepared) => Some(o),
             };
             shared.live.in_flight.fetch_sub(1, Relaxed);
+            if let Some(o) = &outcome {
+                shared.count_outcome(o.result.is_err());
+            }
             if let Some(o) = outcome {
                 // The writer outlives every sender, so this fails only if it crashed.
                 let _ = results.send(o).await;
@@ -341,17 +393,15 @@ async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
     let last_ms = AtomicU64::new(0);
     let invalid_outputs = AtomicU32::new(0);
     let attempt = || async {
-        attempts.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let stream = shared.stream.load(Relaxed);
-        let mut result = shared.client.attempt(&p.body, stream).await;
+        let (mut result, streamed) = shared.send(&p, &attempts).await;
         if let Err(f) = &result
             && f.needs_stream
-            && !stream
+            && !streamed
         {
+            // The model only streams: this row goes again at once, as a stream.
             shared.switch_to_stream(f);
-            attempts.fetch_add(1, Relaxed);
-            result = shared.client.attempt(&p.body, true).await;
+            result = shared.send(&p, &attempts).await.0;
         }
         let result = result.and_then(|r| shared.finish_reply(r, &invalid_outputs));
         last_ms.store(started.elapsed().as_millis() as u64, Relaxed);

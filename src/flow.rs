@@ -1,14 +1,20 @@
 //! Flow control: client-side rate limits (`--rpm`, `--tpm`), a cool-down shared by the whole
-//! pool after a 429, and an adaptive concurrency window (slow start, then additive increase on
-//! success and multiplicative decrease on 429s and timeouts) between 1 and `-c`.
+//! pool after a 429, and an adaptive concurrency window between 1 and `-c`: it opens gradually
+//! at the start of a run (a linear ramp over [`RAMP`], so the run never starts with a wall of
+//! simultaneous requests), then grows by about one per window of successes and halves on 429s
+//! and timeouts (AIMD).
+//!
+//! The ramp is short on purpose: a longer one (or a TCP-style slow start, which doubles once
+//! per round trip) costs whole round trips of throughput on a slow endpoint, while the cool-down
+//! and the halving already react to the first 429 of a burst limit.
 //!
 //! The limits are token buckets of our own ([`Bucket`]) rather than the `governor` crate: the
 //! TPM limit spends an estimate before sending and corrects it when the usage arrives, which
 //! needs a bucket that can be refunded and can go into debt, and the buckets run on tokio's
 //! clock, so the tests drive them with paused time.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -88,10 +94,38 @@ struct Window {
     in_flight: usize,
     /// When the window was last cut: it is cut at most once per cool-down.
     last_cut: Option<Instant>,
+    /// When the run's ramp started (the first slot asked for).
+    ramp_start: Option<Instant>,
+    ramp_done: bool,
 }
 
-/// The first window of a run: requests ramp up from here instead of starting as a burst.
+impl Window {
+    /// Opens the window along the start ramp: from [`SLOW_START`] to `max` over [`RAMP`].
+    /// Returns whether the ramp is still going.
+    fn ramp(&mut self, now: Instant) -> bool {
+        if self.ramp_done {
+            return false;
+        }
+        let start = *self.ramp_start.get_or_insert(now);
+        let t = now.saturating_duration_since(start).as_secs_f64() / RAMP.as_secs_f64();
+        if self.last_cut.is_some() {
+            // A 429 or a timeout during the ramp: AIMD takes over from here.
+            self.ramp_done = true;
+            return false;
+        }
+        let floor = SLOW_START + (self.max - SLOW_START).max(0.0) * t.min(1.0);
+        self.limit = self.limit.max(floor.min(self.max));
+        self.ramp_done = t >= 1.0;
+        !self.ramp_done
+    }
+}
+
+/// The first window of a run, before the ramp opens it.
 const SLOW_START: f64 = 4.0;
+/// How long the window takes to open fully at the start of a run (successes open it faster).
+pub const RAMP: Duration = Duration::from_millis(100);
+/// While the ramp runs, a waiting dispatcher looks again this often.
+const RAMP_TICK: Duration = Duration::from_millis(5);
 /// Cool-down after a 429 that came without `Retry-After`, and the shortest cut interval.
 const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
 /// Bytes of request body per input token before any usage has been seen: right for CJK text,
@@ -157,6 +191,8 @@ impl Flow {
                 threshold: max,
                 in_flight: 0,
                 last_cut: None,
+                ramp_start: None,
+                ramp_done: false,
             }),
             freed: Notify::new(),
             pause_until: Mutex::new(None),
@@ -174,17 +210,26 @@ impl Flow {
     }
 
     /// Waits for room in the concurrency window; the slot is held until dropped.
-    pub async fn slot(&self) -> Slot<'_> {
+    pub async fn slot(self: &Arc<Self>) -> Slot {
         loop {
             let freed = self.freed.notified();
-            {
+            let ramping = {
                 let mut w = lock(&self.window);
+                let ramping = w.ramp(Instant::now());
                 if (w.in_flight as f64) < w.limit.floor() {
                     w.in_flight += 1;
-                    return Slot { flow: self };
+                    return Slot { flow: self.clone() };
                 }
+                ramping
+            };
+            if ramping {
+                tokio::select! {
+                    _ = freed => {}
+                    _ = tokio::time::sleep(RAMP_TICK) => {}
+                }
+            } else {
+                freed.await;
             }
-            freed.await;
         }
     }
 
@@ -297,11 +342,11 @@ impl Flow {
 
 /// A place in the concurrency window.
 #[derive(Debug)]
-pub struct Slot<'a> {
-    flow: &'a Flow,
+pub struct Slot {
+    flow: Arc<Flow>,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.flow.window).in_flight -= 1;
         self.flow.freed.notify_waiters();
@@ -438,8 +483,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_window_opens_along_the_ramp() {
+        let f = std::sync::Arc::new(Flow::new(100, None, None, None));
+        let start = Instant::now();
+        let mut slots = Vec::new();
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            slots.push(f.slot().await);
+            times.push(start.elapsed());
+        }
+        assert_eq!(times[3], Duration::ZERO, "the first four go at once");
+        assert!(times[4] > Duration::ZERO);
+        // Half the window is open after about half the ramp, all of it by its end.
+        let half = times[51];
+        assert!(
+            half >= RAMP / 2 - RAMP_TICK && half <= RAMP / 2 + RAMP_TICK,
+            "{half:?}"
+        );
+        assert!(times[99] <= RAMP + RAMP_TICK, "{:?}", times[99]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn window_bounds_requests_in_flight() {
         let f = std::sync::Arc::new(Flow::new(2, None, None, None));
+        tokio::time::advance(RAMP).await;
         let a = f.slot().await;
         let _b = f.slot().await;
         let f2 = f.clone();

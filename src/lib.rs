@@ -25,7 +25,7 @@ pub mod summary;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -312,12 +312,19 @@ async fn run_settings(
             url
         }
     };
+    let flow = Arc::new(flow::Flow::new(
+        settings.concurrency,
+        settings.rpm,
+        settings.tpm,
+        settings.params.max_tokens,
+    ));
     let client = client::Client::new(
         settings.api,
         &base_url,
         settings.api_key.as_ref(),
         settings.timeout,
         settings.concurrency,
+        flow.clone(),
     )
     .map_err(|e| usage(format!("{e:#}")))?;
 
@@ -337,6 +344,9 @@ async fn run_settings(
         .map_err(|e| usage(format!("--json-schema: {e}")))?;
     let shared = Arc::new(Shared {
         client,
+        flow,
+        finished: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         stream: AtomicBool::new(settings.stream),
         structured,
         settings: settings.clone(),
@@ -459,6 +469,13 @@ async fn run_settings(
             Exit::Stopped
         }
         Some(Stop::Interrupted) => Exit::Interrupted,
+        Some(Stop::TooManyFailures { failed, finished }) => {
+            say(format_args!(
+                "error: stopped early: {failed} of the {finished} rows finished so far failed \
+                 (--max-failures); see their records for why, fix it and rerun to resume"
+            ));
+            Exit::Stopped
+        }
         None if summary.rows_failed > 0 => Exit::SomeFailed,
         None if summary.rows_ok + summary.rows_skipped < summary.rows_total => Exit::SomeFailed,
         None => Exit::Ok,

@@ -23,6 +23,10 @@ pub struct Live {
     pub failed: AtomicU64,
     pub in_flight: AtomicU64,
     pub retries: AtomicU64,
+    /// Answers with status 429.
+    pub rate_limited: AtomicU64,
+    /// The adaptive concurrency limit now.
+    pub window: AtomicU64,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     /// Cost so far, in billionths of the currency unit.
@@ -39,6 +43,8 @@ impl Live {
             failed: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            window: AtomicU64::new(0),
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
             cost_nanos: AtomicU64::new(0),
@@ -85,13 +91,15 @@ impl Live {
             "-".to_string()
         };
         format!(
-            "progress: {done}/{} rows ({pct:.0}%), ok {}, failed {}, in flight {}, retries {}, \
-             {rate:.1} rows/s, tokens {} in / {} out, cost {:.6}, eta {eta}",
+            "progress: {done}/{} rows ({pct:.0}%), ok {}, failed {}, in flight {} (limit {}), \
+             retries {}, 429s {}, {rate:.1} rows/s, tokens {} in / {} out, cost {:.6}, eta {eta}",
             self.total,
             self.ok.load(Relaxed),
             self.failed.load(Relaxed),
             self.in_flight.load(Relaxed),
+            self.window.load(Relaxed),
             self.retries.load(Relaxed),
+            self.rate_limited.load(Relaxed),
             self.input_tokens.load(Relaxed),
             self.output_tokens.load(Relaxed),
             self.cost_nanos.load(Relaxed) as f64 / 1e9,
@@ -137,10 +145,12 @@ async fn bar(live: Arc<Live>, done: CancellationToken) {
     loop {
         pb.set_position(live.done.load(Relaxed));
         pb.set_message(format!(
-            "ok {} failed {} in flight {} | tokens {}/{} | cost {:.4}",
+            "ok {} failed {} in flight {}/{} 429s {} | tokens {}/{} | cost {:.4}",
             live.ok.load(Relaxed),
             live.failed.load(Relaxed),
             live.in_flight.load(Relaxed),
+            live.window.load(Relaxed),
+            live.rate_limited.load(Relaxed),
             live.input_tokens.load(Relaxed),
             live.output_tokens.load(Relaxed),
             live.cost_nanos.load(Relaxed) as f64 / 1e9,

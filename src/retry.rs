@@ -111,6 +111,37 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// Parses the duration form of OpenAI's `x-ratelimit-reset-*` headers: `12ms`, `1s`, `6m0s`,
+/// `1h2m3.5s`, or a bare number of seconds.
+pub fn parse_reset(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let mut total = 0.0;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..n_end].parse().ok()?;
+        rest = &rest[n_end..];
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..u_end] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[u_end..];
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
 /// The error fields of a body: OpenAI's `{"error":{code,type,message}}` or DashScope native
 /// `{code,message,request_id}`. A body that is not JSON yields a short description of it.
 pub fn error_fields(body: &[u8]) -> (Option<String>, String) {
@@ -287,6 +318,18 @@ mod tests {
         let d = retry_after(&headers(&[("retry-after", &soon)])).unwrap_or_default();
         assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn reset_durations() {
+        assert_eq!(parse_reset("12ms"), Some(Duration::from_millis(12)));
+        assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(
+            parse_reset("1h2m3.5s"),
+            Some(Duration::from_millis(3_723_500))
+        );
+        assert_eq!(parse_reset("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_reset("soon"), None);
     }
 
     #[test]

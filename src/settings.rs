@@ -85,6 +85,50 @@ pub struct GenParams {
     pub extra: Map<String, Value>,
 }
 
+/// `--max-failures`: a number of failed rows, or a share of the rows finished so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFailures {
+    Count(u64),
+    /// A fraction in (0, 1].
+    Share(f64),
+}
+
+/// Rows that must have finished before a share of failures is judged.
+pub const MAX_FAILURES_MIN_ROWS: u64 = 20;
+
+impl MaxFailures {
+    fn parse(text: &str) -> Result<MaxFailures, ConfigError> {
+        let t = text.trim();
+        let err = || {
+            bad(format!(
+                "--max-failures: `{text}` is neither a count (e.g. 50) nor a share (e.g. 5%)"
+            ))
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| err())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad("--max-failures: a share must be in (0%, 100%]"));
+            }
+            return Ok(MaxFailures::Share(p / 100.0));
+        }
+        let n: u64 = t.parse().map_err(|_| err())?;
+        if n == 0 {
+            return Err(bad("--max-failures must be at least 1"));
+        }
+        Ok(MaxFailures::Count(n))
+    }
+
+    /// Whether `failed` rows out of `finished` are too many.
+    pub fn exceeded(self, failed: u64, finished: u64) -> bool {
+        match self {
+            MaxFailures::Count(n) => failed >= n,
+            MaxFailures::Share(s) => {
+                finished >= MAX_FAILURES_MIN_ROWS && failed as f64 >= s * finished as f64
+            }
+        }
+    }
+}
+
 /// What shape the answer must have.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum OutputFormat {
@@ -126,6 +170,9 @@ pub struct Settings {
     pub api_key: Option<ApiKey>,
     pub params: GenParams,
     pub concurrency: usize,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_failures: Option<MaxFailures>,
     pub max_retries: u32,
     /// Extra attempts for answers that are not valid JSON (or fail the schema).
     pub json_retries: u32,
@@ -158,6 +205,14 @@ impl JobDuration {
     }
 }
 
+/// A count in a job file: `50` or `"5%"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum JobCount {
+    Number(u64),
+    Text(String),
+}
+
 /// A job file: the long flags by their snake_case names, plus `[params]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +241,9 @@ struct JobFile {
     json_retries: Option<u32>,
     prefix: Option<String>,
     stream: Option<bool>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    max_failures: Option<JobCount>,
     concurrency: Option<usize>,
     max_retries: Option<u32>,
     retry_delay: Option<JobDuration>,
@@ -408,6 +466,18 @@ pub fn resolve(
     if concurrency == 0 {
         return Err(bad("--concurrency must be at least 1"));
     }
+    let rpm = args.rpm.or(job.rpm);
+    let tpm = args.tpm.or(job.tpm);
+    if rpm == Some(0) || tpm == Some(0) {
+        return Err(bad("--rpm and --tpm must be at least 1"));
+    }
+    let max_failures = match args.max_failures.or(job.max_failures.map(|c| match c {
+        JobCount::Number(n) => n.to_string(),
+        JobCount::Text(t) => t,
+    })) {
+        Some(t) => Some(MaxFailures::parse(&t)?),
+        None => None,
+    };
     let dur = |flag: &str, cli: Option<String>, job: Option<JobDuration>, default: &str| {
         let text = cli
             .or_else(|| job.map(JobDuration::into_text))
@@ -459,6 +529,9 @@ pub fn resolve(
         api_key,
         params,
         concurrency,
+        rpm,
+        tpm,
+        max_failures,
         max_retries: args.max_retries.or(job.max_retries).unwrap_or(6),
         json_retries: args.json_retries.or(job.json_retries).unwrap_or(2),
         retry_delay,

@@ -16,7 +16,9 @@ use super::server::Stats;
 pub(crate) struct OnComplete {
     pub stats: Arc<Stats>,
     pub input_tokens: u64,
+    /// Including the reasoning tokens.
     pub output_tokens: u64,
+    pub reasoning_tokens: u64,
 }
 
 pub(crate) enum MockBody {
@@ -96,7 +98,11 @@ impl Body for MockBody {
                     ))));
                 }
                 if let Some(done) = on_complete.take() {
-                    done.stats.record_ok(done.input_tokens, done.output_tokens);
+                    done.stats.record_ok(
+                        done.input_tokens,
+                        done.output_tokens,
+                        done.reasoning_tokens,
+                    );
                 }
                 Poll::Ready(None)
             }

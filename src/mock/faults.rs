@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::chat::fnv1a64;
+use super::text::fnv1a64;
 
 /// Per-request probabilities of each injected fault; see [`FaultRates::parse`].
 #[derive(Debug, Clone, Default, PartialEq)]

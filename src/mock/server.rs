@@ -20,10 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::answer::{Ask, Failure, Generated, Stream, Style};
 use super::body::{MockBody, OnComplete};
-use super::chat::{self, Answer, Usage};
 use super::faults::{Fault, FaultPicker};
-use super::{MockConfig, StatsSnapshot};
+use super::{MockConfig, StatsSnapshot, chat, native, responses, text};
 
 /// Largest request body accepted (larger ones get a 400 "Payload Too Large").
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -35,6 +35,7 @@ const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_DASHSCOPE_SSE: HeaderName = HeaderName::from_static("x-dashscope-sse");
 
 const UNAVAILABLE_PAGE: &str = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n\
 <body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n\
@@ -55,6 +56,10 @@ pub(crate) struct Stats {
     bad_requests: AtomicU64,
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
+    reasoning_tokens: AtomicU64,
+    chat_requests: AtomicU64,
+    responses_requests: AtomicU64,
+    native_requests: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -62,11 +67,26 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Stats {
-    pub(crate) fn record_ok(&self, input_tokens: u64, output_tokens: u64) {
+    /// A complete successful answer; `output_tokens` includes `reasoning_tokens`.
+    pub(crate) fn record_ok(&self, input_tokens: u64, output_tokens: u64, reasoning_tokens: u64) {
         self.input_tokens.fetch_add(input_tokens, Ordering::Relaxed);
         self.output_tokens
             .fetch_add(output_tokens, Ordering::Relaxed);
+        if reasoning_tokens > 0 {
+            self.reasoning_tokens
+                .fetch_add(reasoning_tokens, Ordering::Relaxed);
+        }
         bump(&self.ok);
+    }
+
+    /// A request whose body was read.
+    fn record_request(&self, style: Style) {
+        bump(&self.requests);
+        bump(match style {
+            Style::Chat => &self.chat_requests,
+            Style::Responses => &self.responses_requests,
+            Style::Native => &self.native_requests,
+        });
     }
 
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
@@ -84,6 +104,10 @@ impl Stats {
             bad_requests: get(&self.bad_requests),
             input_tokens: get(&self.input_tokens),
             output_tokens: get(&self.output_tokens),
+            reasoning_tokens: get(&self.reasoning_tokens),
+            chat_requests: get(&self.chat_requests),
+            responses_requests: get(&self.responses_requests),
+            native_requests: get(&self.native_requests),
         }
     }
 }
@@ -227,8 +251,10 @@ async fn handle(
     req: Request<Incoming>,
 ) -> HandlerResult {
     let path = req.uri().path();
-    if path.ends_with("/chat/completions") && req.method() == Method::POST {
-        chat(&shared, &reset, req).await
+    if req.method() == Method::POST
+        && let Some(style) = route(path)
+    {
+        answer(&shared, &reset, style, req).await
     } else if path.ends_with("/stats") && req.method() == Method::GET {
         Ok(stats_response(&shared.stats))
     } else {
@@ -242,10 +268,25 @@ async fn handle(
     }
 }
 
+/// The style of a POST path, by suffix.
+fn route(path: &str) -> Option<Style> {
+    if path.ends_with("/chat/completions") {
+        Some(Style::Chat)
+    } else if path.ends_with("/responses") {
+        Some(Style::Responses)
+    } else if path.ends_with("/services/aigc/text-generation/generation")
+        || path.ends_with("/services/aigc/multimodal-generation/generation")
+    {
+        Some(Style::Native)
+    } else {
+        None
+    }
+}
+
 impl Shared {
     fn next_id(&self) -> String {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        chat::request_uuid(self.id_nonce, n)
+        text::request_uuid(self.id_nonce, n)
     }
 
     fn delay(&self) -> Option<Duration> {
@@ -281,78 +322,112 @@ fn json_response(status: StatusCode, body: Bytes, request_id: &str) -> Response<
     resp
 }
 
+/// An error answer in `style`'s body shape.
+fn error_response(
+    style: Style,
+    failure: Failure,
+    message: &str,
+    request_id: &str,
+) -> Response<MockBody> {
+    json_response(
+        failure.status(),
+        failure.body(style, message, request_id),
+        request_id,
+    )
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
-async fn chat(shared: &Shared, reset: &AtomicBool, req: Request<Incoming>) -> HandlerResult {
+/// How a successful answer is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Whole,
+    /// The `truncated` fault.
+    Truncated,
+    /// `[mock:moderation-output]` on a stream: a few events, then an error event.
+    Moderated,
+}
+
+async fn answer(
+    shared: &Shared,
+    reset: &AtomicBool,
+    style: Style,
+    req: Request<Incoming>,
+) -> HandlerResult {
+    // Native streams are asked for by header only (the body has no `stream`).
+    let sse = style == Style::Native
+        && req
+            .headers()
+            .get(X_DASHSCOPE_SSE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"enable"));
+    let stats = &shared.stats;
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
-            bump(&shared.stats.requests);
-            bump(&shared.stats.bad_requests);
+            stats.record_request(style);
+            bump(&stats.bad_requests);
             let id = shared.next_id();
-            return Ok(json_response(
-                StatusCode::BAD_REQUEST,
-                chat::error_body(
-                    "Payload Too Large",
-                    "invalid_request_error",
-                    Some("invalid_request_error"),
-                    &id,
-                ),
-                &id,
-            ));
+            let failure = Failure::TooLarge;
+            return Ok(error_response(style, failure, failure.message(style), &id));
         }
         // The client went away mid-body.
         Err(_) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "request body")),
     };
-    let stats = &shared.stats;
-    bump(&stats.requests);
+    stats.record_request(style);
     if let Some(d) = shared.delay() {
         tokio::time::sleep(d).await;
     }
     let id = shared.next_id();
-    let req = match chat::parse_request(&body) {
-        Ok(r) => r,
+    let parsed = match style {
+        Style::Chat => chat::parse_request(&body),
+        Style::Responses => responses::parse_request(&body),
+        Style::Native => native::parse_request(&body, sse),
+    };
+    let ask = match parsed {
+        Ok(ask) => ask,
         Err(message) => {
             bump(&stats.bad_requests);
-            return Ok(json_response(
-                StatusCode::BAD_REQUEST,
-                chat::error_body(
-                    &message,
-                    "invalid_request_error",
-                    Some("invalid_parameter_error"),
-                    &id,
-                ),
+            return Ok(error_response(
+                style,
+                Failure::InvalidParameter,
+                &message,
                 &id,
             ));
         }
     };
-    if let Some(resp) = trigger(&req.prompt, &id) {
+    if let Err(message) = ask.check(style) {
         bump(&stats.bad_requests);
-        return Ok(resp);
+        return Ok(error_response(
+            style,
+            Failure::InvalidParameter,
+            message,
+            &id,
+        ));
     }
-    let fault = if shared.faults.active() {
+    let mut delivery = Delivery::Whole;
+    if let Some(failure) = trigger(&ask.prompt) {
+        bump(&stats.bad_requests);
+        if failure == Failure::OutputModeration && ask.stream {
+            delivery = Delivery::Moderated;
+        } else {
+            return Ok(error_response(style, failure, failure.message(style), &id));
+        }
+    }
+    let fault = if delivery == Delivery::Whole && shared.faults.active() {
         shared.faults.pick(&body)
     } else {
         None
     };
     match fault {
-        None => Ok(success(shared, &req, &id, false)),
+        None => Ok(success(shared, style, &ask, &id, delivery)),
         Some(Fault::RateLimit) => {
             bump(&stats.rate_limited);
-            let mut resp = json_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                chat::error_body(
-                    "Requests rate limit exceeded, please try again later.",
-                    "limit_requests",
-                    Some("limit_requests"),
-                    &id,
-                ),
-                &id,
-            );
+            let failure = Failure::RateLimited;
+            let mut resp = error_response(style, failure, failure.message(style), &id);
             let nanos = shared.cfg.retry_after.as_nanos();
             let headers = resp.headers_mut();
             headers.insert(
@@ -367,16 +442,8 @@ async fn chat(shared: &Shared, reset: &AtomicBool, req: Request<Incoming>) -> Ha
         }
         Some(Fault::ServerError) => {
             bump(&stats.server_errors);
-            Ok(json_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                chat::error_body(
-                    "An internal error has occurred, please try again later.",
-                    "internal_error",
-                    Some("internal_error"),
-                    &id,
-                ),
-                &id,
-            ))
+            let failure = Failure::Internal;
+            Ok(error_response(style, failure, failure.message(style), &id))
         }
         Some(Fault::Unavailable) => {
             bump(&stats.unavailable);
@@ -397,15 +464,23 @@ async fn chat(shared: &Shared, reset: &AtomicBool, req: Request<Incoming>) -> Ha
         }
         Some(Fault::Malformed) => {
             bump(&stats.malformed);
-            let body = format!(
-                r#"{{"id":"chatcmpl-{id}","object":"chat.completion","created":{},"choices":[{{"index":0,"message":"#,
-                unix_now()
-            );
+            let now = unix_now();
+            let body = match style {
+                Style::Chat => format!(
+                    r#"{{"id":"chatcmpl-{id}","object":"chat.completion","created":{now},"choices":[{{"index":0,"message":"#
+                ),
+                Style::Responses => format!(
+                    r#"{{"id":"resp_{id}","object":"response","created_at":{now},"status":"completed","output":[{{"id":"msg_{id}","type":"message","role":"assistant","content":[{{"type":"output_text","text":"Mock"#
+                ),
+                Style::Native => format!(
+                    r#"{{"request_id":"{id}","output":{{"choices":[{{"finish_reason":"stop","message":{{"role":"assistant","content":"Mock"#
+                ),
+            };
             Ok(json_response(StatusCode::OK, Bytes::from(body), &id))
         }
         Some(Fault::Truncated) => {
             bump(&stats.truncated);
-            Ok(success(shared, &req, &id, true))
+            Ok(success(shared, style, &ask, &id, Delivery::Truncated))
         }
         Some(Fault::Hang) => {
             bump(&stats.hangs);
@@ -420,83 +495,82 @@ fn ceil_div(n: u128, d: u128) -> u64 {
     u64::try_from(n.div_ceil(d)).unwrap_or(u64::MAX)
 }
 
-/// The test triggers; see the module docs.
-fn trigger(prompt: &str, id: &str) -> Option<Response<MockBody>> {
+/// The test triggers that fail a request; see the module docs. `[mock:badjson]` is not one:
+/// it only changes the content.
+fn trigger(prompt: &str) -> Option<Failure> {
     if !prompt.contains("[mock:") {
         return None;
     }
-    let (status, message, kind, code) = if prompt.contains("[mock:400]") {
-        (
-            StatusCode::BAD_REQUEST,
-            "<400> InternalError.Algo.InvalidParameter: mock-triggered invalid parameter",
-            "invalid_request_error",
-            "invalid_parameter_error",
-        )
+    if prompt.contains("[mock:400]") {
+        Some(Failure::InvalidParameter)
     } else if prompt.contains("[mock:moderation]") {
-        (
-            StatusCode::BAD_REQUEST,
-            "Input data may contain inappropriate content.",
-            "data_inspection_failed",
-            "data_inspection_failed",
-        )
+        Some(Failure::InputModeration)
     } else if prompt.contains("[mock:401]") {
-        (
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided. ",
-            "invalid_request_error",
-            "invalid_api_key",
-        )
+        Some(Failure::InvalidApiKey)
+    } else if prompt.contains("[mock:moderation-output]") {
+        Some(Failure::OutputModeration)
     } else {
-        return None;
-    };
-    Some(json_response(
-        status,
-        chat::error_body(message, kind, Some(code), id),
-        id,
-    ))
+        None
+    }
 }
 
-/// A successful answer, or (with `truncate`) its first half followed by a broken connection.
+/// A successful answer delivered whole, truncated (the fault) or cut by output moderation.
 fn success(
     shared: &Shared,
-    req: &chat::ChatRequest<'_>,
+    style: Style,
+    ask: &Ask<'_>,
     id: &str,
-    truncate: bool,
+    delivery: Delivery,
 ) -> Response<MockBody> {
-    let mut content = chat::reply_for(&req.prompt);
-    let mut completion_tokens = chat::count_tokens(&content);
-    let mut finish_reason = "stop";
-    if let Some(max) = req.max_tokens
-        && completion_tokens > max
-        && chat::clip_to_tokens(&mut content, max)
-    {
-        completion_tokens = max;
-        finish_reason = "length";
-    }
-    let chat_id = format!("chatcmpl-{id}");
-    let answer = Answer {
-        id: &chat_id,
-        created: unix_now(),
-        model: &req.model,
-        content: &content,
-        finish_reason,
-        usage: Usage::new(req.prompt_tokens, completion_tokens),
-    };
-    let mut resp = if req.stream {
-        let mut frames = chat::stream_frames(&answer, req.include_usage);
-        let body = if truncate {
-            // Role chunk plus about half the content; no finish chunk, no [DONE].
-            frames.truncate(frames.len() / 2);
-            MockBody::truncated(frames, None)
-        } else {
-            MockBody::frames(
+    let g = Generated::new(ask);
+    let created = unix_now();
+    let model: &str = &ask.model;
+    let mut resp = if ask.stream {
+        let Stream {
+            mut frames,
+            content_start,
+            content_end,
+        } = match style {
+            Style::Chat => {
+                let chat_id = format!("chatcmpl-{id}");
+                let meta = chat::Meta {
+                    id: &chat_id,
+                    created,
+                    model,
+                    input_tokens: ask.input_tokens,
+                };
+                chat::stream_frames(&meta, &g, ask.include_usage)
+            }
+            Style::Responses => {
+                let ids = ResponseIds::new(id);
+                responses::stream_frames(&ids.meta(created, model, ask.input_tokens), &g)
+            }
+            Style::Native => native::stream_frames(id, ask, &g),
+        };
+        let body = match delivery {
+            Delivery::Whole => MockBody::frames(
                 frames,
                 Some(OnComplete {
                     stats: Arc::clone(&shared.stats),
-                    input_tokens: req.prompt_tokens,
-                    output_tokens: completion_tokens,
+                    input_tokens: ask.input_tokens,
+                    output_tokens: g.output_tokens(),
+                    reasoning_tokens: g.reasoning_tokens,
                 }),
-            )
+            ),
+            Delivery::Truncated => {
+                // About half the events: never the finish, the usage or the final event.
+                frames.truncate(frames.len() / 2);
+                MockBody::truncated(frames, None)
+            }
+            Delivery::Moderated => {
+                // Up to two content deltas, never the final event, then the error event.
+                let cut = (content_start + 2)
+                    .min(content_end)
+                    .min(frames.len().saturating_sub(1));
+                frames.truncate(cut);
+                frames.push(moderation_event(style, cut, id));
+                MockBody::frames(frames, None)
+            }
         };
         let mut resp = Response::new(body);
         let headers = resp.headers_mut();
@@ -504,12 +578,30 @@ fn success(
         headers.insert(CACHE_CONTROL, NO_CACHE);
         resp
     } else {
-        let full = chat::completion_body(&answer);
-        let body = if truncate {
+        let full = match style {
+            Style::Chat => {
+                let chat_id = format!("chatcmpl-{id}");
+                let meta = chat::Meta {
+                    id: &chat_id,
+                    created,
+                    model,
+                    input_tokens: ask.input_tokens,
+                };
+                chat::completion_body(&meta, &g)
+            }
+            Style::Responses => {
+                let ids = ResponseIds::new(id);
+                responses::response_body(&ids.meta(created, model, ask.input_tokens), &g)
+            }
+            Style::Native => native::generation_body(id, ask, &g),
+        };
+        let body = if delivery == Delivery::Truncated {
             let len = full.len() as u64;
             MockBody::truncated(vec![full.slice(..full.len() / 2)], Some(len))
         } else {
-            shared.stats.record_ok(req.prompt_tokens, completion_tokens);
+            shared
+                .stats
+                .record_ok(ask.input_tokens, g.output_tokens(), g.reasoning_tokens);
             MockBody::full(full)
         };
         let mut resp = Response::new(body);
@@ -520,4 +612,46 @@ fn success(
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
+}
+
+/// The output-moderation error event that replaces the rest of a stream; `at` is its index.
+fn moderation_event(style: Style, at: usize, id: &str) -> Bytes {
+    let failure = Failure::OutputModeration;
+    let message = failure.message(style);
+    match style {
+        Style::Chat => {
+            let (kind, code) = failure.openai();
+            chat::stream_error(kind, code, message, id)
+        }
+        Style::Responses => responses::stream_error(failure.openai().1, message, at),
+        Style::Native => native::stream_error(at + 1, failure.native(), message, id),
+    }
+}
+
+/// The ids of one Responses answer.
+struct ResponseIds {
+    response: String,
+    reasoning: String,
+    message: String,
+}
+
+impl ResponseIds {
+    fn new(id: &str) -> ResponseIds {
+        ResponseIds {
+            response: format!("resp_{id}"),
+            reasoning: format!("rs_{id}"),
+            message: format!("msg_{id}"),
+        }
+    }
+
+    fn meta<'a>(&'a self, created: u64, model: &'a str, input_tokens: u64) -> responses::Meta<'a> {
+        responses::Meta {
+            id: &self.response,
+            reasoning_id: &self.reasoning,
+            message_id: &self.message,
+            created,
+            model,
+            input_tokens,
+        }
+    }
 }
