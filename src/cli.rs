@@ -24,7 +24,7 @@ pub enum Command {
     /// Run a batch: send every row of INPUT and write one result record per row.
     Run(Box<RunArgs>),
     /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
-    MockServer(MockServerArgs),
+    MockServer(Box<MockServerArgs>),
 }
 
 /// The API style requests are sent in.
@@ -271,4 +271,21 @@ pub struct MockServerArgs {
     /// Seed for the fault dice.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+
+    /// Admit at most N requests per minute, enforced per second (N/60 per second) as
+    /// DashScope does; the rest get 429 with Retry-After.
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<u64>,
+
+    /// Admit at most N requests per second.
+    #[arg(long, value_name = "N")]
+    pub rps: Option<f64>,
+
+    /// Admit at most N tokens (input plus output) per minute, enforced per second.
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<u64>,
+
+    /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
+    #[arg(long, value_name = "VAR")]
+    pub require_key_env: Option<String>,
 }

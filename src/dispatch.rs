@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -258,13 +258,20 @@ impl Shared {
 
     /// One attempt under flow control: waits for the cool-down and the rate limits, sends,
     /// and tells flow control how it went.
-    /// Returns whether the attempt streamed.
-    async fn send(&self, p: &Prepared, attempts: &AtomicU32) -> (Result<Reply, Failure>, bool) {
+    /// Returns whether the attempt streamed, and how long it took once sent.
+    async fn send(
+        &self,
+        p: &Prepared,
+        attempts: &AtomicU32,
+    ) -> (Result<Reply, Failure>, bool, Duration) {
         let size = p.body.len();
+        let _slot = self.flow.slot().await;
         let spend = self.flow.before_attempt(size).await;
         attempts.fetch_add(1, Relaxed);
         let stream = self.stream.load(Relaxed);
+        let started = Instant::now();
         let result = self.client.attempt(&p.body, stream).await;
+        let took = started.elapsed();
         let signal = match &result {
             Ok(r) => Signal::Answered {
                 input: r.usage.map_or(0, |u| u.input_tokens),
@@ -279,7 +286,9 @@ impl Shared {
         };
         self.flow.after_attempt(size, spend, signal).await;
         self.live.window.store(self.flow.limit() as u64, Relaxed);
-        (result, stream)
+        let pace = self.flow.pace().map_or(0, |p| (p * 1000.0) as u64);
+        self.live.pace_milli.store(pace, Relaxed);
+        (result, stream, took)
     }
 
     /// Turns an answer into the row's reply: the `--prefix` put back in front of the
@@ -349,8 +358,9 @@ pub async fn dispatch(
     mut rows: mpsc::Receiver<Prepared>,
     results: mpsc::Sender<Outcome>,
 ) {
-    // One slot of the concurrency window per row in flight; a worker holds its slot until
-    // its outcome is sent.
+    // At most `-c` rows in progress; a worker holds its permit until its outcome is sent.
+    // Within them, flow control's window limits the attempts on the wire.
+    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
     loop {
         let next = tokio::select! {
             biased;
@@ -361,7 +371,10 @@ pub async fn dispatch(
         let permit = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => break,
-            slot = shared.flow.slot() => slot,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
         };
         shared.live.in_flight.fetch_add(1, Relaxed);
         let shared = shared.clone();
@@ -393,18 +406,17 @@ async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
     let last_ms = AtomicU64::new(0);
     let invalid_outputs = AtomicU32::new(0);
     let attempt = || async {
-        let started = Instant::now();
-        let (mut result, streamed) = shared.send(&p, &attempts).await;
+        let (mut result, streamed, mut took) = shared.send(&p, &attempts).await;
         if let Err(f) = &result
             && f.needs_stream
             && !streamed
         {
             // The model only streams: this row goes again at once, as a stream.
             shared.switch_to_stream(f);
-            result = shared.send(&p, &attempts).await.0;
+            (result, _, took) = shared.send(&p, &attempts).await;
         }
         let result = result.and_then(|r| shared.finish_reply(r, &invalid_outputs));
-        last_ms.store(started.elapsed().as_millis() as u64, Relaxed);
+        last_ms.store(took.as_millis() as u64, Relaxed);
         if let Err(f) = &result {
             if f.possibly_billed {
                 billed.fetch_add(1, Relaxed);

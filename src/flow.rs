@@ -1,5 +1,6 @@
 //! Flow control: client-side rate limits (`--rpm`, `--tpm`), a cool-down shared by the whole
-//! pool after a 429, and an adaptive concurrency window between 1 and `-c`: it opens gradually
+//! pool after a 429, a pace learned from 429s when the endpoint's limit is unknown, and an
+//! adaptive window on the attempts in flight between 1 and `-c`: it opens gradually
 //! at the start of a run (a linear ramp over [`RAMP`], so the run never starts with a wall of
 //! simultaneous requests), then grows by about one per window of successes and halves on 429s
 //! and timeouts (AIMD).
@@ -7,6 +8,14 @@
 //! The ramp is short on purpose: a longer one (or a TCP-style slow start, which doubles once
 //! per round trip) costs whole round trips of throughput on a slow endpoint, while the cool-down
 //! and the halving already react to the first 429 of a burst limit.
+//!
+//! The window alone cannot hold a fast endpoint to a rate: at a few milliseconds per answer
+//! even one request in flight exceeds most rate limits. So 429s also set a pace: when at least
+//! 25% (and at least 3) of the last second's attempts were 429s, the pace becomes 90% of the
+//! rate of attempts the endpoint admitted (anything but a 429) over that second; it then grows
+//! by 5% per second while 429s keep coming and by 20% per second after a second without any,
+//! until 429s cut it again. It never falls below half the most attempts ever admitted in one
+//! second. A rare 429 only pauses the pool for its `Retry-After`.
 //!
 //! The limits are token buckets of our own ([`Bucket`]) rather than the `governor` crate: the
 //! TPM limit spends an estimate before sending and corrects it when the usage arrives, which
@@ -134,6 +143,104 @@ const INITIAL_TOKENS_PER_BYTE: f64 = 1.0 / 3.0;
 /// Output tokens expected before any answer has been seen, when `--max-tokens` is not set.
 const INITIAL_OUTPUT_GUESS: f64 = 256.0;
 
+/// Successes are counted in slots of this length, over [`PACE_SLOTS`] of them (one second).
+const PACE_SLOT: Duration = Duration::from_millis(100);
+const PACE_SLOTS: usize = 10;
+/// The slowest pace a run falls to.
+const MIN_PACE: f64 = 0.2;
+/// 429s slow the pace and the window only when at least this share of the last second's
+/// answers, and at least [`RATE_LIMITED_MIN`] of them, were 429s: a rare 429 is noise (or a
+/// neighbour's burst), not our rate.
+const RATE_LIMITED_SHARE: f64 = 0.25;
+const RATE_LIMITED_MIN: f64 = 3.0;
+
+/// The pace learned from 429s.
+#[derive(Debug)]
+struct Pace {
+    /// Attempts per second; `None` until the first 429.
+    rate: Option<f64>,
+    /// When the next attempt may start.
+    next: Instant,
+    /// Per slot: (slot number since `origin`, attempts admitted (anything but a 429), 429s),
+    /// a ring over the last second.
+    slots: [(u64, u32, u32); PACE_SLOTS],
+    origin: Instant,
+    /// The most attempts admitted in any second so far: the pace never falls below half of
+    /// it, so 429s that do not come from our own rate (another job on the same account, a
+    /// flaky gateway) cannot spiral a run down to a crawl.
+    peak: f64,
+}
+
+impl Pace {
+    fn slot_of(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.origin).as_nanos() / PACE_SLOT.as_nanos()) as u64
+    }
+
+    fn count(&mut self, now: Instant, limited: bool) {
+        let n = self.slot_of(now);
+        let i = (n % PACE_SLOTS as u64) as usize;
+        if self.slots[i].0 != n {
+            // A new slot: the second that just ended is complete.
+            let admitted = self.last_second(now).0;
+            self.peak = self.peak.max(admitted);
+            self.slots[i] = (n, 0, 0);
+        }
+        let slot = &mut self.slots[i];
+        if limited {
+            slot.2 += 1;
+        } else {
+            slot.1 += 1;
+            if self.rate.is_some() {
+                // About 5% per second while 429s keep coming, 20% after a quiet second.
+                let step = if self.last_second(now).1 > 0.0 {
+                    0.05
+                } else {
+                    0.2
+                };
+                self.rate = self.rate.map(|r| r + step);
+            }
+        }
+    }
+
+    /// (answers, 429s) over the last second, the current slot included.
+    fn last_second(&self, now: Instant) -> (f64, f64) {
+        let n = self.slot_of(now);
+        self.slots
+            .iter()
+            .filter(|(k, _, _)| *k <= n && *k + PACE_SLOTS as u64 > n)
+            .fold((0.0, 0.0), |(a, l), (_, c, r)| {
+                (a + f64::from(*c), l + f64::from(*r))
+            })
+    }
+
+    /// Whether enough of the last second's answers were 429s to slow down.
+    fn overloaded(&self, now: Instant) -> bool {
+        let (ok, limited) = self.last_second(now);
+        limited >= RATE_LIMITED_MIN && limited >= RATE_LIMITED_SHARE * (ok + limited)
+    }
+
+    /// Answers over the last second (the current slot included). Early in a run this is
+    /// less than a second's worth, which errs on the slow side: DashScope admits about one
+    /// second's worth of requests in a burst, so the answers before the first 429 are about
+    /// its per-second limit.
+    fn answer_rate(&self, now: Instant) -> f64 {
+        self.last_second(now).0
+    }
+
+    /// After a 429: 90% of the recent answer rate, and never faster than before. With no
+    /// answers yet there is no rate to learn from; the window and the cool-down act alone.
+    fn slow_down(&mut self, now: Instant) {
+        let measured = 0.9 * self.answer_rate(now);
+        let r = match self.rate {
+            Some(old) if measured > 0.0 => measured.min(0.9 * old),
+            Some(old) => 0.9 * old,
+            None if measured > 0.0 => measured,
+            None => return,
+        };
+        self.rate = Some(r.max(0.5 * self.peak).max(MIN_PACE));
+    }
+}
+
 /// Flow control shared by the dispatcher and every worker.
 #[derive(Debug)]
 pub struct Flow {
@@ -144,6 +251,7 @@ pub struct Flow {
     freed: Notify,
     /// No attempt starts before this (a 429's cool-down, or an exhausted rate-limit header).
     pause_until: Mutex<Option<Instant>>,
+    pace: Mutex<Pace>,
     /// Sums over answers with usage, to learn the estimate: body bytes, input and output
     /// tokens, answers.
     seen_bytes: AtomicU64,
@@ -196,6 +304,13 @@ impl Flow {
             }),
             freed: Notify::new(),
             pause_until: Mutex::new(None),
+            pace: Mutex::new(Pace {
+                rate: None,
+                next: Instant::now(),
+                slots: [(0, 0, 0); PACE_SLOTS],
+                origin: Instant::now(),
+                peak: 0.0,
+            }),
             seen_bytes: AtomicU64::new(0),
             seen_input: AtomicU64::new(0),
             seen_output: AtomicU64::new(0),
@@ -261,6 +376,17 @@ impl Flow {
                 _ => break,
             }
         }
+        let start = {
+            let mut pace = lock(&self.pace);
+            pace.rate.map(|rate| {
+                let start = pace.next.max(Instant::now());
+                pace.next = start + Duration::from_secs_f64(1.0 / rate);
+                start
+            })
+        };
+        if let Some(t) = start {
+            tokio::time::sleep_until(t).await;
+        }
         if let Some(b) = &self.rpm {
             b.acquire(1.0).await;
         }
@@ -288,20 +414,34 @@ impl Flow {
                         b.adjust((input + output) as f64 - spend.tokens).await;
                     }
                 }
+                lock(&self.pace).count(Instant::now(), false);
                 self.grow();
             }
             Signal::RateLimited(after) => {
                 self.rate_limited.fetch_add(1, Relaxed);
                 let cool = after.unwrap_or(DEFAULT_COOL_DOWN);
                 self.pause_for(cool);
-                self.cut(cool.max(DEFAULT_COOL_DOWN));
+                let now = Instant::now();
+                let overloaded = {
+                    let mut pace = lock(&self.pace);
+                    pace.count(now, true);
+                    pace.overloaded(now)
+                };
+                if overloaded && self.cut(cool.max(DEFAULT_COOL_DOWN)) {
+                    lock(&self.pace).slow_down(now);
+                }
                 // A refused request used no tokens.
                 if let Some(b) = &self.tpm {
                     b.adjust(-spend.tokens).await;
                 }
             }
-            Signal::Timeout => self.cut(DEFAULT_COOL_DOWN),
-            Signal::Other => {}
+            Signal::Timeout => {
+                lock(&self.pace).count(Instant::now(), false);
+                self.cut(DEFAULT_COOL_DOWN);
+            }
+            // Other failures were still admitted by the endpoint's rate limit: counting them
+            // keeps a run with many failing rows from pacing itself down.
+            Signal::Other => lock(&self.pace).count(Instant::now(), false),
         }
     }
 
@@ -327,16 +467,22 @@ impl Flow {
     }
 
     /// Halves the window, at most once per `interval`: the answers of requests already in
-    /// flight when the first 429 came say nothing new.
-    fn cut(&self, interval: Duration) {
+    /// flight when the first 429 came say nothing new. Returns whether it cut.
+    fn cut(&self, interval: Duration) -> bool {
         let now = Instant::now();
         let mut w = lock(&self.window);
         if w.last_cut.is_some_and(|t| now.duration_since(t) < interval) {
-            return;
+            return false;
         }
         w.last_cut = Some(now);
         w.limit = (w.limit / 2.0).max(1.0);
         w.threshold = w.limit;
+        true
+    }
+
+    /// The pace learned from 429s, in attempts per second (`None`: no 429 yet).
+    pub fn pace(&self) -> Option<f64> {
+        lock(&self.pace).rate
     }
 }
 
@@ -438,8 +584,16 @@ mod tests {
             f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
         }
         assert_eq!(f.limit(), 24, "slow start grows by one per success");
-        f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
-            .await;
+        // Three 429s in 23 answers are noise; seven in 27 are over the 25% share.
+        for _ in 0..3 {
+            f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
+                .await;
+        }
+        assert_eq!(f.limit(), 24);
+        for _ in 0..4 {
+            f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
+                .await;
+        }
         assert_eq!(f.limit(), 12);
         // More 429s from requests already in flight do not cut again.
         f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
@@ -501,6 +655,42 @@ mod tests {
             "{half:?}"
         );
         assert!(times[99] <= RAMP + RAMP_TICK, "{:?}", times[99]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_sets_a_pace_from_the_recent_answer_rate() {
+        let f = Flow::new(8, None, None, None);
+        let answered = Signal::Answered {
+            input: 1,
+            output: 1,
+        };
+        let none = Spend { tokens: 0.0 };
+        // 20 answers per second for two seconds.
+        for _ in 0..40 {
+            f.after_attempt(30, none, answered).await;
+            tokio::time::advance(Duration::from_millis(50)).await;
+        }
+        assert_eq!(f.pace(), None);
+        for _ in 0..7 {
+            f.after_attempt(30, none, Signal::RateLimited(Some(Duration::ZERO)))
+                .await;
+        }
+        let pace = f.pace().unwrap_or_default();
+        // 90% of the 18 to 20 answers seen in the last second, by where the slots fall.
+        assert!((16.0..=18.0).contains(&pace), "{pace}");
+        // Attempts are then spaced by 1/pace.
+        let start = Instant::now();
+        for _ in 0..10 {
+            f.before_attempt(30).await;
+        }
+        let took = start.elapsed().as_secs_f64();
+        assert!((took - 9.0 / pace).abs() < 0.01, "{took}");
+        // Each answer adds 0.05 per second.
+        for _ in 0..20 {
+            f.after_attempt(30, none, answered).await;
+        }
+        let grown = f.pace().unwrap_or_default();
+        assert!((grown - pace - 1.0).abs() < 1e-9, "{grown}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -69,7 +69,7 @@ fn say(line: impl std::fmt::Display) {
 pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run(*args, shutdown_signals()).await,
-        Command::MockServer(args) => mock_server(args).await,
+        Command::MockServer(args) => mock_server(*args).await,
     }
 }
 
@@ -100,6 +100,16 @@ fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
         retry_after: d("retry-after", &args.retry_after)?,
         hang: d("hang", &args.hang)?,
         seed: args.seed,
+        limits: mock::RateLimits::new(args.rpm, args.rps, args.tpm),
+        api_key: match &args.require_key_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| format!("--require-key-env: {var} is not set"))?,
+            ),
+            None => None,
+        },
     })
 }
 

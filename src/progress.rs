@@ -27,6 +27,8 @@ pub struct Live {
     pub rate_limited: AtomicU64,
     /// The adaptive concurrency limit now.
     pub window: AtomicU64,
+    /// The pace learned from 429s, in thousandths of a request per second (0: none).
+    pub pace_milli: AtomicU64,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     /// Cost so far, in billionths of the currency unit.
@@ -45,6 +47,7 @@ impl Live {
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             window: AtomicU64::new(0),
+            pace_milli: AtomicU64::new(0),
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
             cost_nanos: AtomicU64::new(0),
@@ -90,9 +93,14 @@ impl Live {
         } else {
             "-".to_string()
         };
+        let pace = match self.pace_milli.load(Relaxed) {
+            0 => String::new(),
+            p => format!(" (paced at {:.1}/s)", p as f64 / 1000.0),
+        };
         format!(
             "progress: {done}/{} rows ({pct:.0}%), ok {}, failed {}, in flight {} (limit {}), \
-             retries {}, 429s {}, {rate:.1} rows/s, tokens {} in / {} out, cost {:.6}, eta {eta}",
+             retries {}, 429s {}{pace}, {rate:.1} rows/s, tokens {} in / {} out, cost {:.6}, \
+             eta {eta}",
             self.total,
             self.ok.load(Relaxed),
             self.failed.load(Relaxed),

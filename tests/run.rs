@@ -227,22 +227,35 @@ fn bad_usage_exits_2() {
 
 #[test]
 fn a_bad_key_stops_the_run_with_exit_3() {
-    let ep = Endpoint::start(MockConfig::default());
+    let ep = Endpoint::start(MockConfig {
+        api_key: Some("sk-the-right-key".into()),
+        latency: Duration::from_millis(5),
+        ..MockConfig::default()
+    });
     let dir = tempfile::tempdir().expect("tmp");
-    let rows: String = (1..=200)
-        .map(|i| format!("{{\"id\":{i},\"prompt\":\"p{i} [mock:401]\"}}\n"))
-        .collect();
-    let input = write(dir.path(), "k.jsonl", &rows);
-    let (code, stderr) = run(&[
-        input.to_str().expect("path"),
-        "--base-url",
-        &ep.url(),
-        "-c",
-        "4",
-    ]);
-    assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("auth"), "{stderr}");
-    assert!(ep.stats().requests <= 12, "{:?}", ep.stats());
+    let input = write(dir.path(), "k.jsonl", &prompts_jsonl(2000));
+    let out = dir.path().join("k.results.jsonl");
+    for api in ["chat", "dashscope"] {
+        let before = ep.stats().requests;
+        let (code, stderr) = run(&[
+            input.to_str().expect("path"),
+            "-o",
+            out.to_str().expect("path"),
+            "--base-url",
+            &ep.url(),
+            "--api",
+            api,
+            "-c",
+            "16",
+        ]);
+        assert_eq!(code, 3, "{stderr}");
+        assert!(stderr.contains("auth"), "{stderr}");
+        let sent = ep.stats().requests - before;
+        assert!(sent <= 48, "{api}: {sent} requests with a wrong key");
+        // Unsent rows have no record, so a rerun with the right key sends them.
+        let recs = records(&out);
+        assert!(recs.len() as u64 <= sent, "{api}");
+    }
 }
 
 #[test]

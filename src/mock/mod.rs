@@ -97,7 +97,21 @@
 //!
 //! Checks run in this order, the first failing one answers: parse and the errors just listed,
 //! streaming-only model, partial with thinking, native thinking without incremental output,
-//! JSON mode without "json"; then the triggers; then the fault draw.
+//! JSON mode without "json"; then the triggers; then the rate limits; then the fault draw.
+//!
+//! # Keys
+//!
+//! With [`MockConfig::api_key`] (`mock-server --require-key-env VAR`), a request whose
+//! `Authorization` is not `Bearer <key>` gets 401 `invalid_api_key` (native `InvalidApiKey`)
+//! before anything else, and counts as `bad_requests`.
+//!
+//! # Rate limits
+//!
+//! [`RateLimits`] (`mock-server --rpm N --rps N --tpm N`) are enforced per second, as
+//! DashScope enforces RPM/60 and TPM/60: token buckets holding at most one second's worth
+//! (at least one request). A request that does not fit (requests, or its input plus output
+//! tokens) gets 429 `limit_requests` (native `Throttling.RateQuota`) with `retry-after-ms` and
+//! `retry-after` set to the wait until it would fit, and counts as `rate_limited`.
 //!
 //! # Chat Completions wire format
 //!
@@ -242,6 +256,7 @@ mod answer;
 mod body;
 mod chat;
 mod faults;
+mod limits;
 mod message;
 mod native;
 mod responses;
@@ -258,6 +273,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use faults::FaultRates;
+pub use limits::RateLimits;
 pub use text::{count_tokens, reasoning_for, reply_for};
 
 /// How the mock endpoint behaves.
@@ -278,6 +294,11 @@ pub struct MockConfig {
     pub hang: Duration,
     /// Seed for the fault draws (random if `None`).
     pub seed: Option<u64>,
+    /// Requests and tokens per second the endpoint admits (default: unlimited).
+    pub limits: RateLimits,
+    /// When set, requests must carry `Authorization: Bearer <key>`; others get 401
+    /// `invalid_api_key` (native `InvalidApiKey`), counted as `bad_requests`.
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -290,6 +311,8 @@ impl Default for MockConfig {
             retry_after: Duration::from_secs(1),
             hang: Duration::from_secs(3600),
             seed: None,
+            limits: RateLimits::default(),
+            api_key: None,
         }
     }
 }

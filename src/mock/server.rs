@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::answer::{Ask, Failure, Generated, Stream, Style};
 use super::body::{MockBody, OnComplete};
 use super::faults::{Fault, FaultPicker};
+use super::limits::Limiter;
 use super::{MockConfig, StatsSnapshot, chat, native, responses, text};
 
 /// Largest request body accepted (larger ones get a 400 "Payload Too Large").
@@ -117,6 +118,7 @@ struct Shared {
     cfg: MockConfig,
     stats: Arc<Stats>,
     faults: FaultPicker,
+    limiter: Option<Limiter>,
     /// Random per server, so ids differ between servers.
     id_nonce: u64,
     id_counter: AtomicU64,
@@ -135,7 +137,9 @@ pub(crate) async fn spawn(
     let faults = FaultPicker::new(&cfg.faults, cfg.fault_attempts, cfg.seed);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true);
+    let limiter = cfg.limits.active().then(|| Limiter::new(cfg.limits));
     let shared = Arc::new(Shared {
+        limiter,
         cfg,
         stats,
         faults,
@@ -358,6 +362,13 @@ async fn answer(
     style: Style,
     req: Request<Incoming>,
 ) -> HandlerResult {
+    let key_ok = shared.cfg.api_key.as_deref().is_none_or(|key| {
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            == Some(key)
+    });
     // Native streams are asked for by header only (the body has no `stream`).
     let sse = style == Style::Native
         && req
@@ -378,6 +389,12 @@ async fn answer(
         Err(_) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "request body")),
     };
     stats.record_request(style);
+    if !key_ok {
+        bump(&stats.bad_requests);
+        let id = shared.next_id();
+        let failure = Failure::InvalidApiKey;
+        return Ok(error_response(style, failure, failure.message(style), &id));
+    }
     if let Some(d) = shared.delay() {
         tokio::time::sleep(d).await;
     }
@@ -417,6 +434,17 @@ async fn answer(
             return Ok(error_response(style, failure, failure.message(style), &id));
         }
     }
+    if let Some(limiter) = &shared.limiter {
+        let tokens = if shared.cfg.limits.tokens_per_second.is_some() {
+            ask.input_tokens + Generated::new(&ask).output_tokens()
+        } else {
+            0
+        };
+        if let Err(wait) = limiter.admit(tokens) {
+            bump(&stats.rate_limited);
+            return Ok(rate_limited(style, &id, wait));
+        }
+    }
     let fault = if delivery == Delivery::Whole && shared.faults.active() {
         shared.faults.pick(&body)
     } else {
@@ -426,19 +454,7 @@ async fn answer(
         None => Ok(success(shared, style, &ask, &id, delivery)),
         Some(Fault::RateLimit) => {
             bump(&stats.rate_limited);
-            let failure = Failure::RateLimited;
-            let mut resp = error_response(style, failure, failure.message(style), &id);
-            let nanos = shared.cfg.retry_after.as_nanos();
-            let headers = resp.headers_mut();
-            headers.insert(
-                RETRY_AFTER_MS,
-                HeaderValue::from(ceil_div(nanos, 1_000_000)),
-            );
-            headers.insert(
-                RETRY_AFTER,
-                HeaderValue::from(ceil_div(nanos, 1_000_000_000)),
-            );
-            Ok(resp)
+            Ok(rate_limited(style, &id, shared.cfg.retry_after))
         }
         Some(Fault::ServerError) => {
             bump(&stats.server_errors);
@@ -489,6 +505,24 @@ async fn answer(
             Err(io::Error::new(io::ErrorKind::TimedOut, "mock: hang"))
         }
     }
+}
+
+/// A 429 asking the client to wait `wait` (`retry-after-ms`, and `retry-after` in whole
+/// seconds rounded up).
+fn rate_limited(style: Style, id: &str, wait: Duration) -> Response<MockBody> {
+    let failure = Failure::RateLimited;
+    let mut resp = error_response(style, failure, failure.message(style), id);
+    let nanos = wait.as_nanos();
+    let headers = resp.headers_mut();
+    headers.insert(
+        RETRY_AFTER_MS,
+        HeaderValue::from(ceil_div(nanos, 1_000_000)),
+    );
+    headers.insert(
+        RETRY_AFTER,
+        HeaderValue::from(ceil_div(nanos, 1_000_000_000)),
+    );
+    resp
 }
 
 fn ceil_div(n: u128, d: u128) -> u64 {
