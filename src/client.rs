@@ -124,31 +124,9 @@ impl Client {
         Ok(reply)
     }
 
-    /// OpenAI's rate-limit headers (DashScope sends none): when the requests left in the
-    /// window are used up, or the tokens left would not cover the next request, every new
-    /// attempt waits for the window's reset.
+    /// OpenAI's rate-limit headers (DashScope sends none): see [`rate_header_pause`].
     fn note_rate_headers(&self, headers: &HeaderMap, body_len: usize) {
-        let number = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|t| t.trim().parse::<f64>().ok())
-        };
-        let reset = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(retry::parse_reset)
-                .map(|d| d.min(retry::MAX_RETRY_AFTER))
-        };
-        if number("x-ratelimit-remaining-requests").is_some_and(|n| n < 1.0)
-            && let Some(d) = reset("x-ratelimit-reset-requests")
-        {
-            self.flow.pause_for(d);
-        }
-        if number("x-ratelimit-remaining-tokens").is_some_and(|n| n < self.flow.estimate(body_len))
-            && let Some(d) = reset("x-ratelimit-reset-tokens")
-        {
+        if let Some(d) = rate_header_pause(headers, self.flow.estimate(body_len)) {
             self.flow.pause_for(d);
         }
     }
@@ -233,6 +211,28 @@ impl Client {
     }
 }
 
+/// How long every new attempt should wait, by OpenAI's rate-limit headers: until the window's
+/// reset when the requests left are used up, or when the tokens left would not cover the next
+/// request (`next_tokens`, its estimate).
+pub fn rate_header_pause(headers: &HeaderMap, next_tokens: f64) -> Option<Duration> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let number = |name: &str| text(name).and_then(|t| t.trim().parse::<f64>().ok());
+    let reset = |name: &str| {
+        text(name)
+            .and_then(retry::parse_reset)
+            .map(|d| d.min(retry::MAX_RETRY_AFTER))
+    };
+    let requests = number("x-ratelimit-remaining-requests")
+        .is_some_and(|n| n < 1.0)
+        .then(|| reset("x-ratelimit-reset-requests"))
+        .flatten();
+    let tokens = number("x-ratelimit-remaining-tokens")
+        .is_some_and(|n| n < next_tokens)
+        .then(|| reset("x-ratelimit-reset-tokens"))
+        .flatten();
+    requests.max(tokens)
+}
+
 /// Classifies an error while reading an answer's body.
 fn body_failure(e: &reqwest::Error) -> Failure {
     let kind = if e.is_timeout() {
@@ -276,4 +276,50 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(*k, v);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn rate_limit_headers_pause_until_the_reset() {
+        let plenty = headers(&[
+            ("x-ratelimit-remaining-requests", "499"),
+            ("x-ratelimit-reset-requests", "120ms"),
+            ("x-ratelimit-remaining-tokens", "90000"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(rate_header_pause(&plenty, 500.0), None);
+        let no_requests = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1.5s"),
+        ]);
+        assert_eq!(
+            rate_header_pause(&no_requests, 500.0),
+            Some(Duration::from_millis(1500))
+        );
+        let few_tokens = headers(&[
+            ("x-ratelimit-remaining-requests", "10"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-remaining-tokens", "300"),
+            ("x-ratelimit-reset-tokens", "2s"),
+        ]);
+        assert_eq!(
+            rate_header_pause(&few_tokens, 500.0),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(rate_header_pause(&few_tokens, 200.0), None);
+        assert_eq!(rate_header_pause(&HeaderMap::new(), 1.0), None);
+    }
 }
