@@ -191,6 +191,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "N|P%")]
     pub max_failures: Option<String>,
 
+    /// Stop dispatching when the spend so far plus the worst case of the requests in flight
+    /// would pass this amount (in the price table's currency); drain, exit 3, resumable.
+    #[arg(long, value_name = "AMOUNT")]
+    pub max_cost: Option<f64>,
+
+    /// Price table (TOML) whose models replace or add to the built-in one.
+    #[arg(long, value_name = "FILE")]
+    pub pricing: Option<PathBuf>,
+
+    /// Validate everything, count the rows to send, estimate tokens and a cost range, and send
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Retries per row after the first attempt [default: 6].
     #[arg(long, value_name = "N")]
     pub max_retries: Option<u32>,

@@ -17,6 +17,7 @@ use crate::flow::{Flow, Signal};
 use crate::input::{self, Item, Problem, RawRow};
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
+use crate::pricing::Prices;
 use crate::progress::Live;
 use crate::request::{Builder, Prepared, Reply};
 use crate::retry::{self, ErrorKind, Failure};
@@ -47,13 +48,18 @@ pub struct Plan {
     keep_invalid: bool,
     /// (row number, id key, request hash) of every valid row, until `resume` uses them.
     rows: Vec<(u64, u128, u64)>,
+    /// With `--dry-run`: each valid row's estimated input tokens, beside `rows`.
+    estimates: Option<Vec<u32>>,
+    /// With `--dry-run`: the estimated input tokens of the rows the run would send.
+    pub est_input_tokens: u64,
 }
 
 impl Plan {
     /// Counts the rows done before and marks those the run skips: done with the same
     /// request, or changed without `--rerun-changed`.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
-        for (number, key, hash) in std::mem::take(&mut self.rows) {
+        let estimates = self.estimates.take().unwrap_or_default();
+        for (i, (number, key, hash)) in std::mem::take(&mut self.rows).into_iter().enumerate() {
             let skip = match prev.status_by_key(key, hash) {
                 Status::Done => {
                     self.rows_done += 1;
@@ -67,6 +73,8 @@ impl Plan {
             };
             if skip {
                 set_bit(&mut self.skip_rows, number);
+            } else if let Some(e) = estimates.get(i) {
+                self.est_input_tokens += u64::from(*e);
             }
         }
     }
@@ -111,9 +119,15 @@ fn resolve_id(row: &RawRow, own: Option<String>) -> String {
 
 /// Reads the whole input once, building every request. It needs nothing from the output, so
 /// it can run while the output is scanned; [`Plan::resume`] then joins the two.
-pub fn validate(spec: &InputSpec, builder: &Builder, keep_invalid: bool) -> std::io::Result<Plan> {
+pub fn validate(
+    spec: &InputSpec,
+    builder: &Builder,
+    keep_invalid: bool,
+    estimate: bool,
+) -> std::io::Result<Plan> {
     let mut plan = Plan {
         keep_invalid,
+        estimates: estimate.then(Vec::new),
         ..Plan::default()
     };
     // First line of each id, by hash, to name both lines of a duplicate.
@@ -159,6 +173,9 @@ pub fn validate(spec: &InputSpec, builder: &Builder, keep_invalid: bool) -> std:
             Ok(p) => {
                 // `p.id` is the row's own id, or its number when it has none.
                 plan.rows.push((row.number, id_key(&p.id), p.hash));
+                if let Some(e) = &mut plan.estimates {
+                    e.push(crate::request::estimate_tokens(&p.body));
+                }
             }
             Err(reason) => match &own_id {
                 Some(id) => plan.invalid_row(row.line, id.clone(), reason),
@@ -193,11 +210,18 @@ pub enum Stop {
     Interrupted,
     /// `--max-failures`: this many rows failed out of this many finished.
     TooManyFailures { failed: u64, finished: u64 },
+    /// `--max-cost`: the next attempt's worst case would have passed the cap.
+    CostCap { spent: f64, cap: f64 },
 }
 
 /// What every worker shares.
 pub struct Shared {
     pub client: Client,
+    pub prices: Arc<Prices>,
+    /// Spend so far, and the worst case of the attempts in flight, in billionths of the
+    /// currency unit (`--max-cost`).
+    pub spent_nanos: AtomicU64,
+    pub reserved_nanos: AtomicU64,
     pub flow: Arc<Flow>,
     /// Rows finished and rows failed so far, for `--max-failures`.
     pub finished: AtomicU64,
@@ -224,6 +248,26 @@ impl Shared {
     pub fn stop_with(&self, why: Stop) {
         let _ = self.stopped.set(why);
         self.stop.cancel();
+    }
+
+    /// The cost of an answer, by the price of the model that answered (or the run's).
+    pub fn cost_of(&self, reply: &Reply) -> Option<f64> {
+        let model = reply.model.as_deref().unwrap_or(&self.model);
+        self.prices.cost(model, reply.usage.as_ref())
+    }
+
+    /// Reserves the worst case of an attempt under `--max-cost`; `false` when it would pass
+    /// the cap (the run then stops dispatching).
+    fn reserve(&self, cap: f64, worst: f64) -> Option<u64> {
+        let worst = (worst * 1e9).ceil() as u64;
+        let cap = (cap * 1e9) as u64;
+        let spent = self.spent_nanos.load(Relaxed);
+        self.reserved_nanos
+            .fetch_update(Relaxed, Relaxed, |r| {
+                (spent.saturating_add(r).saturating_add(worst) <= cap).then_some(r + worst)
+            })
+            .ok()
+            .map(|_| worst)
     }
 
     /// Counts a finished row, and stops the run when `--max-failures` is passed.
@@ -267,15 +311,48 @@ impl Shared {
         let size = p.body.len();
         let _slot = self.flow.slot().await;
         let spend = self.flow.before_attempt(size).await;
+        let mut reserved = 0;
+        if let Some(cap) = self.settings.max_cost {
+            let model_price = self.prices.get(&self.model);
+            let input = self.flow.input_estimate(size) as u64;
+            // Priced as thinking when asked for, or once an answer has thought.
+            let thinking =
+                self.settings.params.thinking == Some(true) || self.flow.seen_reasoning();
+            let worst = model_price
+                .and_then(|p| p.upper_bound(input, self.flow.output_bound(), thinking))
+                .unwrap_or(f64::INFINITY);
+            match self.reserve(cap, worst) {
+                Some(n) => reserved = n,
+                None => {
+                    let spent = self.spent_nanos.load(Relaxed) as f64 / 1e9;
+                    self.stop_with(Stop::CostCap { spent, cap });
+                    let mut f = Failure::new(ErrorKind::Billing, "not sent: --max-cost reached");
+                    f.unsent = true;
+                    f.fatal = false;
+                    f.retryable = false;
+                    return (Err(f), false, Duration::ZERO);
+                }
+            }
+        }
         attempts.fetch_add(1, Relaxed);
         let stream = self.stream.load(Relaxed);
         let started = Instant::now();
         let result = self.client.attempt(&p.body, stream).await;
         let took = started.elapsed();
+        if reserved > 0 {
+            self.reserved_nanos.fetch_sub(reserved, Relaxed);
+        }
+        if let Ok(r) = &result
+            && let Some(c) = self.cost_of(r)
+        {
+            self.spent_nanos
+                .fetch_add((c * 1e9).round() as u64, Relaxed);
+        }
         let signal = match &result {
             Ok(r) => Signal::Answered {
                 input: r.usage.map_or(0, |u| u.input_tokens),
                 output: r.usage.map_or(0, |u| u.output_tokens),
+                reasoning: r.usage.is_some_and(|u| u.reasoning_tokens > 0),
             },
             Err(f) if f.kind == ErrorKind::RateLimit => {
                 self.live.rate_limited.fetch_add(1, Relaxed);
@@ -383,7 +460,7 @@ pub async fn dispatch(
             let outcome = tokio::select! {
                 biased;
                 _ = shared.abandon.cancelled() => None,
-                o = run_row(&shared, prepared) => Some(o),
+                o = run_row(&shared, prepared) => o,
             };
             shared.live.in_flight.fetch_sub(1, Relaxed);
             if let Some(o) = &outcome {
@@ -399,7 +476,9 @@ pub async fn dispatch(
 }
 
 /// Runs the attempts of one row, retrying what is retryable, and reports how it ended.
-async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
+/// `None` when the row was never sent (`--max-cost` refused its attempt): it gets no record, so
+/// a rerun sends it.
+async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
     let s = &shared.settings;
     let attempts = AtomicU32::new(0);
     let billed = AtomicU32::new(0);
@@ -439,14 +518,19 @@ async fn run_row(shared: &Shared, p: Prepared) -> Outcome {
             shared.live.retries.fetch_add(1, Relaxed);
         })
         .await;
-    Outcome {
+    if result.as_ref().is_err_and(|f| f.unsent) {
+        return None;
+    }
+    let cost = result.as_ref().ok().and_then(|r| shared.cost_of(r));
+    Some(Outcome {
         id: p.id,
         hash: p.hash,
         metadata: p.metadata,
+        cost,
         result,
         attempts: attempts.load(Relaxed),
         latency_ms: last_ms.load(Relaxed),
         possibly_billed: billed.load(Relaxed),
         model: shared.model.clone(),
-    }
+    })
 }

@@ -258,6 +258,8 @@ pub struct Flow {
     seen_input: AtomicU64,
     seen_output: AtomicU64,
     seen_answers: AtomicU64,
+    seen_max_output: AtomicU64,
+    seen_reasoning: std::sync::atomic::AtomicBool,
     /// Answers with status 429.
     pub rate_limited: AtomicU64,
 }
@@ -271,8 +273,13 @@ pub struct Spend {
 /// How an attempt ended, as far as flow control cares.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Signal {
-    /// An answer with this many tokens in and out (0 when the answer had no usage).
-    Answered { input: u64, output: u64 },
+    /// An answer with this many tokens in and out (0 when the answer had no usage), and
+    /// whether it thought.
+    Answered {
+        input: u64,
+        output: u64,
+        reasoning: bool,
+    },
     /// A 429; the server's `Retry-After` if it sent one.
     RateLimited(Option<Duration>),
     /// A timeout: the endpoint is overloaded or the network is.
@@ -315,6 +322,8 @@ impl Flow {
             seen_input: AtomicU64::new(0),
             seen_output: AtomicU64::new(0),
             seen_answers: AtomicU64::new(0),
+            seen_max_output: AtomicU64::new(0),
+            seen_reasoning: std::sync::atomic::AtomicBool::new(false),
             rate_limited: AtomicU64::new(0),
         }
     }
@@ -351,19 +360,39 @@ impl Flow {
     /// The tokens a request is expected to use: its input from its size (with the ratio
     /// learned from the usage seen so far), plus its expected output.
     pub fn estimate(&self, body_bytes: usize) -> f64 {
-        let bytes = self.seen_bytes.load(Relaxed);
-        let ratio = if bytes == 0 {
-            INITIAL_TOKENS_PER_BYTE
-        } else {
-            self.seen_input.load(Relaxed) as f64 / bytes as f64
-        };
         let answers = self.seen_answers.load(Relaxed);
         let output = match self.max_tokens {
             Some(m) => m as f64,
             None if answers == 0 => INITIAL_OUTPUT_GUESS,
             None => self.seen_output.load(Relaxed) as f64 / answers as f64,
         };
-        body_bytes as f64 * ratio + output
+        self.input_estimate(body_bytes) + output
+    }
+
+    /// The input tokens of a request of this size, by the ratio learned so far.
+    pub fn input_estimate(&self, body_bytes: usize) -> f64 {
+        let bytes = self.seen_bytes.load(Relaxed);
+        let ratio = if bytes == 0 {
+            INITIAL_TOKENS_PER_BYTE
+        } else {
+            self.seen_input.load(Relaxed) as f64 / bytes as f64
+        };
+        body_bytes as f64 * ratio
+    }
+
+    /// The most output tokens an answer is expected to have: `--max-tokens`, else a quarter
+    /// more than the most seen so far (the initial guess before any answer).
+    pub fn output_bound(&self) -> u64 {
+        self.max_tokens
+            .unwrap_or_else(|| match self.seen_max_output.load(Relaxed) {
+                0 => INITIAL_OUTPUT_GUESS as u64,
+                m => m + m.div_ceil(4),
+            })
+    }
+
+    /// Whether any answer so far had reasoning tokens.
+    pub fn seen_reasoning(&self) -> bool {
+        self.seen_reasoning.load(Relaxed)
     }
 
     /// Waits until an attempt may start: after any cool-down, within `--rpm`, and within
@@ -404,12 +433,20 @@ impl Flow {
     /// Learns from how an attempt ended.
     pub async fn after_attempt(&self, body_bytes: usize, spend: Spend, signal: Signal) {
         match signal {
-            Signal::Answered { input, output } => {
+            Signal::Answered {
+                input,
+                output,
+                reasoning,
+            } => {
+                if reasoning {
+                    self.seen_reasoning.store(true, Relaxed);
+                }
                 if input > 0 {
                     self.seen_bytes.fetch_add(body_bytes as u64, Relaxed);
                     self.seen_input.fetch_add(input, Relaxed);
                     self.seen_output.fetch_add(output, Relaxed);
                     self.seen_answers.fetch_add(1, Relaxed);
+                    self.seen_max_output.fetch_max(output, Relaxed);
                     if let Some(b) = &self.tpm {
                         b.adjust((input + output) as f64 - spend.tokens).await;
                     }
@@ -579,6 +616,7 @@ mod tests {
         let answered = Signal::Answered {
             input: 10,
             output: 10,
+            reasoning: false,
         };
         for _ in 0..20 {
             f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
@@ -663,6 +701,7 @@ mod tests {
         let answered = Signal::Answered {
             input: 1,
             output: 1,
+            reasoning: false,
         };
         let none = Spend { tokens: 0.0 };
         // 20 answers per second for two seconds.
@@ -722,6 +761,7 @@ mod tests {
             Signal::Answered {
                 input: 60,
                 output: 40,
+                reasoning: false,
             },
         )
         .await;

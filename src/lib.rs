@@ -164,6 +164,118 @@ pub async fn run(args: RunArgs, signals: (CancellationToken, CancellationToken))
     }
 }
 
+/// The price table of a run: the built-in one for `--region`, with `--pricing` on top. With
+/// `--max-cost`, the model must have a price.
+fn load_prices(settings: &Settings) -> Result<Arc<Prices>, Failed> {
+    let region = match settings.region {
+        cli::Region::Cn => pricing::Region::Cn,
+        cli::Region::Intl | cli::Region::Us => pricing::Region::Intl,
+    };
+    let mut prices = Prices::for_region(region);
+    if let Some(path) = &settings.pricing {
+        prices = prices
+            .with_overrides(path)
+            .map_err(|e| usage(format!("--pricing: {e}")))?;
+    }
+    let model = &settings.params.model;
+    if settings.max_cost.is_some() && prices.get(model).is_none() {
+        return Err(usage(format!(
+            "--max-cost needs a price for model `{model}`, and the price table has none: \
+             add it with --pricing FILE"
+        )));
+    }
+    Ok(Arc::new(prices))
+}
+
+/// `--dry-run`: what the run would send, and a cost range; nothing is sent or written.
+fn dry_run_report(
+    settings: &Settings,
+    plan: &dispatch::Plan,
+    rows_skipped: u64,
+    prices: &Prices,
+) -> Result<Exit, Failed> {
+    let model = &settings.params.model;
+    let to_send = plan
+        .rows_total
+        .saturating_sub(rows_skipped + plan.invalid.len() as u64);
+    let input = plan.est_input_tokens;
+    let price = prices.get(model);
+    let low = price.and_then(|p| {
+        p.input_only(input / to_send.max(1))
+            .map(|c| c * to_send as f64)
+    });
+    // Unless thinking is off, the answer may think and be priced as thinking.
+    let thinking = settings.params.thinking != Some(false);
+    let high = match (price, settings.params.max_tokens) {
+        (Some(p), Some(m)) => p
+            .upper_bound(input / to_send.max(1), m, thinking)
+            .map(|c| c * to_send as f64),
+        _ => None,
+    };
+    let currency = price.map_or("", |p| p.currency());
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "batchgen dry run: nothing was sent");
+    let _ = writeln!(
+        out,
+        "  rows       {} total: {to_send} to send, {rows_skipped} done before, {} invalid",
+        plan.rows_total,
+        plan.invalid.len()
+    );
+    let _ = writeln!(
+        out,
+        "  input      about {input} tokens (estimated: a token per 4 ASCII bytes and per 3 \
+         other bytes of message text, plus 4 per message)"
+    );
+    match settings.params.max_tokens {
+        Some(m) => {
+            let _ = writeln!(
+                out,
+                "  output     at most {m} tokens per row (--max-tokens)"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  output     no bound: set --max-tokens for the upper end of the cost range"
+            );
+        }
+    }
+    let range = match (low, high) {
+        (Some(l), Some(h)) => format!("{l:.6} to {h:.6} {currency}"),
+        (Some(l), None) => format!("at least {l:.6} {currency} (the input alone)"),
+        _ => "unknown: the model has no price (add one with --pricing)".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  cost       {range}, model `{model}`{}",
+        price
+            .and_then(|p| p.source())
+            .map(|s| format!(" (prices: {s})"))
+            .unwrap_or_default()
+    );
+    let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    if let Some(path) = &settings.summary_json {
+        let json = serde_json::json!({
+            "dry_run": true,
+            "rows_total": plan.rows_total,
+            "rows_to_send": to_send,
+            "rows_skipped": rows_skipped,
+            "rows_invalid": plan.invalid.len(),
+            "input_tokens_estimate": input,
+            "max_tokens": settings.params.max_tokens,
+            "cost_min": low,
+            "cost_max": high,
+            "currency": price.map(|p| p.currency()),
+            "model": model,
+        });
+        let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        fs_err::write(path, text)
+            .map_err(|e| Failed(Exit::Stopped, format!("cannot write the summary: {e}")))?;
+    }
+    Ok(Exit::Ok)
+}
+
 /// A setup failure: the exit code and what to tell the user.
 struct Failed(Exit, String);
 
@@ -196,17 +308,25 @@ async fn run_settings(
     };
 
     let builder = Builder::new(&settings).map_err(usage)?;
+    let prices = load_prices(&settings)?;
     if let Some(dir) = settings
         .output
         .parent()
-        .filter(|d| !d.as_os_str().is_empty())
+        .filter(|d| !d.as_os_str().is_empty() && !settings.dry_run)
     {
         fs_err::create_dir_all(dir)
             .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
     }
     // Held until this function returns: no other run appends to the same output meanwhile.
-    let _lock = output::lock::acquire(&settings.output).map_err(|e| Failed(Exit::Stopped, e))?;
+    // A dry run writes nothing, so it takes no lock.
+    let _lock = match settings.dry_run {
+        true => None,
+        false => {
+            Some(output::lock::acquire(&settings.output).map_err(|e| Failed(Exit::Stopped, e))?)
+        }
+    };
     if settings.fresh
+        && !settings.dry_run
         && let Some(kept) = output::keep_previous(&settings.output)
             .map_err(|e| Failed(Exit::Stopped, format!("--fresh: {e}")))?
     {
@@ -217,8 +337,13 @@ async fn run_settings(
     }
     // The output scan and the input validation read different files: run them side by side.
     let scan = {
-        let path = settings.output.clone();
-        tokio::task::spawn_blocking(move || output::resume::scan(&path))
+        // A dry run with --fresh plans as if the output were already moved aside.
+        let path = match settings.dry_run && settings.fresh {
+            true => std::path::PathBuf::new(),
+            false => settings.output.clone(),
+        };
+        let repair = !settings.dry_run;
+        tokio::task::spawn_blocking(move || output::resume::scan(&path, repair))
     };
     let validation = {
         let (spec, builder, keep) = (
@@ -226,7 +351,8 @@ async fn run_settings(
             builder.clone(),
             settings.skip_invalid,
         );
-        tokio::task::spawn_blocking(move || dispatch::validate(&spec, &builder, keep))
+        let estimate = settings.dry_run;
+        tokio::task::spawn_blocking(move || dispatch::validate(&spec, &builder, keep, estimate))
     };
     let prev = scan
         .await
@@ -297,6 +423,10 @@ async fn run_settings(
         plan.rows_done + plan.rows_changed
     };
 
+    if settings.dry_run {
+        return dry_run_report(&settings, &plan, rows_skipped, &prices);
+    }
+
     let file = fs_err::OpenOptions::new()
         .create(true)
         .append(true)
@@ -338,7 +468,6 @@ async fn run_settings(
     )
     .map_err(|e| usage(format!("{e:#}")))?;
 
-    let prices = Arc::new(Prices::built_in());
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
     let mut summary = summary::Summary::new(plan.rows_total, rows_skipped);
     summary.note_prices(&prices, &model);
@@ -354,6 +483,9 @@ async fn run_settings(
         .map_err(|e| usage(format!("--json-schema: {e}")))?;
     let shared = Arc::new(Shared {
         client,
+        prices: prices.clone(),
+        spent_nanos: AtomicU64::new(0),
+        reserved_nanos: AtomicU64::new(0),
         flow,
         finished: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -397,13 +529,7 @@ async fn run_settings(
             dispatch::read_rows(spec, builder, skip_rows, own_ids, invalid_lines, row_tx)
         })
     };
-    let writer = tokio::spawn(output::write_all(
-        file,
-        out_rx,
-        summary,
-        prices.clone(),
-        live.clone(),
-    ));
+    let writer = tokio::spawn(output::write_all(file, out_rx, summary, live.clone()));
     // Cancelled when the writer is done, to end the progress display.
     let progress_done = CancellationToken::new();
     let progress = tokio::spawn(progress::show(
@@ -426,6 +552,7 @@ async fn run_settings(
                 retry::ErrorKind::InvalidInput,
                 format!("{input_name}:{line}: {reason}"),
             )),
+            cost: None,
             attempts: 0,
             latency_ms: 0,
             possibly_billed: 0,
@@ -479,6 +606,13 @@ async fn run_settings(
             Exit::Stopped
         }
         Some(Stop::Interrupted) => Exit::Interrupted,
+        Some(Stop::CostCap { spent, cap }) => {
+            say(format_args!(
+                "error: stopped early: --max-cost {cap}: {spent:.6} spent, and the next request \
+                 could pass the cap; rerun with a higher cap to resume"
+            ));
+            Exit::Stopped
+        }
         Some(Stop::TooManyFailures { failed, finished }) => {
             say(format_args!(
                 "error: stopped early: {failed} of the {finished} rows finished so far failed \

@@ -187,6 +187,21 @@ impl Price {
         Some((input_tokens as f64 * r.input + max_output_tokens as f64 * output_rate) / PER)
     }
 
+    /// The highest cost of a request when it is known whether it thinks: as
+    /// [`Price::worst_case`], but at the plain output price when `thinking` is false.
+    pub fn upper_bound(
+        &self,
+        input_tokens: u64,
+        max_output_tokens: u64,
+        thinking: bool,
+    ) -> Option<f64> {
+        if thinking {
+            return self.worst_case(input_tokens, max_output_tokens);
+        }
+        let r = self.rates(input_tokens)?;
+        Some((input_tokens as f64 * r.input + max_output_tokens as f64 * r.output) / PER)
+    }
+
     /// The cost of the input alone (no cache hits, no batch discount): the least a request
     /// can cost.
     pub fn input_only(&self, input_tokens: u64) -> Option<f64> {

@@ -58,6 +58,8 @@ pub struct Failure {
     pub possibly_billed: bool,
     /// The model answers only streaming requests (or only streams in thinking mode).
     pub needs_stream: bool,
+    /// The attempt was never sent (`--max-cost`): the row gets no record.
+    pub unsent: bool,
 }
 
 impl Failure {
@@ -80,6 +82,7 @@ impl Failure {
             fatal: matches!(kind, ErrorKind::Auth | ErrorKind::Billing),
             possibly_billed: false,
             needs_stream: false,
+            unsent: false,
         }
     }
 

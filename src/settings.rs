@@ -162,6 +162,11 @@ pub struct Settings {
     pub template: Option<String>,
     pub system: Option<String>,
     pub api: ApiStyle,
+    pub region: Region,
+    /// `--pricing FILE`.
+    pub pricing: Option<PathBuf>,
+    pub max_cost: Option<f64>,
+    pub dry_run: bool,
     /// Stream every request from the start (a run also switches on its own when the model
     /// only answers streaming requests).
     pub stream: bool,
@@ -244,6 +249,9 @@ struct JobFile {
     rpm: Option<u64>,
     tpm: Option<u64>,
     max_failures: Option<JobCount>,
+    max_cost: Option<f64>,
+    pricing: Option<PathBuf>,
+    dry_run: Option<bool>,
     concurrency: Option<usize>,
     max_retries: Option<u32>,
     retry_delay: Option<JobDuration>,
@@ -466,6 +474,10 @@ pub fn resolve(
     if concurrency == 0 {
         return Err(bad("--concurrency must be at least 1"));
     }
+    let max_cost = args.max_cost.or(job.max_cost);
+    if max_cost.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        return Err(bad("--max-cost must be a positive amount"));
+    }
     let rpm = args.rpm.or(job.rpm);
     let tpm = args.tpm.or(job.tpm);
     if rpm == Some(0) || tpm == Some(0) {
@@ -523,6 +535,12 @@ pub fn resolve(
         template: args.template.or(job.template),
         system: args.system.or(job.system),
         api,
+        region,
+        pricing: args
+            .pricing
+            .or_else(|| job.pricing.map(|p| rebase(job_dir, p))),
+        max_cost,
+        dry_run: args.dry_run || job.dry_run.unwrap_or(false),
         stream: args.stream || job.stream.unwrap_or(false),
         endpoint,
         api_key_env,

@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::pricing::Prices;
 use crate::progress::Live;
 use crate::request::{Reply, Usage};
 use crate::retry::{ErrorKind, Failure};
@@ -24,6 +23,8 @@ pub struct Outcome {
     pub hash: u64,
     pub metadata: Option<Value>,
     pub result: Result<Reply, Failure>,
+    /// The answer's cost; `None` for errors and unpriced models.
+    pub cost: Option<f64>,
     pub attempts: u32,
     /// Duration of the last attempt.
     pub latency_ms: u64,
@@ -133,15 +134,11 @@ pub async fn write_all(
     mut file: fs_err::File,
     mut rx: mpsc::Receiver<Outcome>,
     mut summary: Summary,
-    prices: Arc<Prices>,
     live: Arc<Live>,
 ) -> std::io::Result<Summary> {
     let mut buf = Vec::with_capacity(WRITE_BATCH * 2);
     let mut add = |o: Outcome, buf: &mut Vec<u8>| -> std::io::Result<()> {
-        let cost = match &o.result {
-            Ok(r) => prices.cost(r.model.as_deref().unwrap_or(&o.model), r.usage.as_ref()),
-            Err(_) => None,
-        };
+        let cost = o.cost;
         encode(&o, cost, buf).map_err(std::io::Error::other)?;
         summary.add(&o, cost);
         live.record(&o, cost);
@@ -195,6 +192,7 @@ mod tests {
             hash: 0xff,
             metadata: Some(serde_json::json!({"src": "a"})),
             result,
+            cost: None,
             attempts: 2,
             latency_ms: 12,
             possibly_billed: 0,

@@ -109,9 +109,15 @@ fn fast_head(line: &[u8]) -> Option<(&str, bool, u64)> {
 }
 
 /// Scans `path` if it exists. A last line without its newline is cut off the file.
-pub fn scan(path: &Path) -> std::io::Result<Previous> {
+/// Reads an existing output. With `repair`, a torn last line is cut off the file; without
+/// (`--dry-run`), the file is only read.
+pub fn scan(path: &Path, repair: bool) -> std::io::Result<Previous> {
     let mut prev = Previous::default();
-    let file = match fs_err::OpenOptions::new().read(true).write(true).open(path) {
+    let file = match fs_err::OpenOptions::new()
+        .read(true)
+        .write(repair)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(prev),
         Err(e) => return Err(e),
@@ -152,7 +158,7 @@ pub fn scan(path: &Path) -> std::io::Result<Previous> {
             Err(_) => prev.unreadable.push(line_no),
         }
     }
-    if prev.torn_bytes > 0 {
+    if prev.torn_bytes > 0 && repair {
         let mut file = reader.into_inner();
         file.set_len(good_end)?;
         file.seek(SeekFrom::End(0))?;
@@ -163,7 +169,7 @@ pub fn scan(path: &Path) -> std::io::Result<Previous> {
 /// Rewrites the results file with only the latest record of each id, atomically (a temporary
 /// file in the same directory, then a rename). Streams: memory holds one index per id.
 pub fn compact(path: &Path) -> std::io::Result<u64> {
-    let prev = scan(path)?;
+    let prev = scan(path, true)?;
     if !prev.has_superseded() {
         return Ok(0);
     }
@@ -215,7 +221,7 @@ mod tests {
               {\"id\":\"a\",\"status\":\"ok\"}\n{\"id\":\"c\",\"stat",
         )
         .expect("write");
-        let prev = scan(f.path()).expect("scan");
+        let prev = scan(f.path(), true).expect("scan");
         assert_eq!(prev.status("a", 1), Status::Done);
         assert_eq!(prev.status("b", 1), Status::Done);
         assert_eq!(prev.status("c", 1), Status::Pending);
@@ -248,7 +254,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(b"{\"id\":\"a\",\"status\":\"ok\",\"request_hash\":\"00000000000000ff\"}\n")
             .expect("write");
-        let prev = scan(f.path()).expect("scan");
+        let prev = scan(f.path(), true).expect("scan");
         assert_eq!(prev.status("a", 0xff), Status::Done);
         assert_eq!(prev.status("a", 0xfe), Status::Changed);
     }
@@ -265,7 +271,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_empty() {
-        let prev = scan(Path::new("/nonexistent/batchgen/x.jsonl")).expect("scan");
+        let prev = scan(Path::new("/nonexistent/batchgen/x.jsonl"), true).expect("scan");
         assert_eq!(prev.records, 0);
     }
 }

@@ -210,6 +210,34 @@ impl Builder {
     }
 }
 
+/// A rough count of the input tokens of a request body, for `--dry-run`: over the text of its
+/// messages (and `instructions`), a token per 4 ASCII bytes (English is about 4 characters a
+/// token) plus a token per 3 other bytes (a CJK character is 3 UTF-8 bytes and about one
+/// token), plus 4 per message for the roles and separators.
+pub fn estimate_tokens(body: &[u8]) -> u32 {
+    fn text_tokens(text: &[u8]) -> u64 {
+        let non_ascii = text.iter().filter(|b| !b.is_ascii()).count() as u64;
+        (text.len() as u64 - non_ascii).div_ceil(4) + non_ascii.div_ceil(3)
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return u32::try_from(text_tokens(body)).unwrap_or(u32::MAX);
+    };
+    let messages = v
+        .get("messages")
+        .or_else(|| v.get("input").and_then(|i| i.get("messages")))
+        .or_else(|| v.get("input"))
+        .and_then(Value::as_array);
+    let mut tokens = 0;
+    for m in messages.into_iter().flatten() {
+        let text = content_text(m.get("content").cloned()).unwrap_or_default();
+        tokens += text_tokens(text.as_bytes()) + 4;
+    }
+    if let Some(Value::String(i)) = v.get("instructions") {
+        tokens += text_tokens(i.as_bytes()) + 4;
+    }
+    u32::try_from(tokens).unwrap_or(u32::MAX)
+}
+
 /// The text of a message's `content`: a string, or the `text` of its parts joined.
 pub fn content_text(content: Option<Value>) -> Option<String> {
     match content {
