@@ -25,6 +25,11 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
     MockServer(Box<MockServerArgs>),
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The API style requests are sent in.
@@ -195,6 +200,11 @@ pub struct RunArgs {
     /// would pass this amount (in the price table's currency); drain, exit 3, resumable.
     #[arg(long, value_name = "AMOUNT")]
     pub max_cost: Option<f64>,
+
+    /// Stop dispatching at this point: a duration from the start (`45m`, `2h`) or an RFC 3339
+    /// time (`2026-11-26T06:00:00Z`); drain, exit 3, resumable.
+    #[arg(long, value_name = "D")]
+    pub deadline: Option<String>,
 
     /// Price table (TOML) whose models replace or add to the built-in one.
     #[arg(long, value_name = "FILE")]

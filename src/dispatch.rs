@@ -210,6 +210,8 @@ pub enum Stop {
     Interrupted,
     /// `--max-failures`: this many rows failed out of this many finished.
     TooManyFailures { failed: u64, finished: u64 },
+    /// `--deadline` passed.
+    Deadline,
     /// `--max-cost`: the next attempt's worst case would have passed the cap.
     CostCap { spent: f64, cap: f64 },
 }

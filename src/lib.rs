@@ -70,6 +70,12 @@ pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run(*args, shutdown_signals()).await,
         Command::MockServer(args) => mock_server(*args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "batchgen", &mut std::io::stdout());
+            Exit::Ok
+        }
     }
 }
 
@@ -506,6 +512,15 @@ async fn run_settings(
             let _ = shared.stopped.set(Stop::Interrupted);
         });
     }
+    // `--deadline` counts from the start of the run.
+    if let Some(d) = settings.deadline {
+        let shared = shared.clone();
+        let at = tokio::time::Instant::from_std(started) + d;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            shared.stop_with(Stop::Deadline);
+        });
+    }
 
     let depth = settings.concurrency * 2;
     // Rows ready to send: the reader thread holds the sender; the dispatcher drops the
@@ -606,6 +621,13 @@ async fn run_settings(
             Exit::Stopped
         }
         Some(Stop::Interrupted) => Exit::Interrupted,
+        Some(Stop::Deadline) => {
+            say(format_args!(
+                "error: stopped early: the --deadline passed; in-flight rows were drained, \
+                 rerun to resume"
+            ));
+            Exit::Stopped
+        }
         Some(Stop::CostCap { spent, cap }) => {
             say(format_args!(
                 "error: stopped early: --max-cost {cap}: {spent:.6} spent, and the next request \

@@ -166,6 +166,8 @@ pub struct Settings {
     /// `--pricing FILE`.
     pub pricing: Option<PathBuf>,
     pub max_cost: Option<f64>,
+    /// `--deadline`: how long after the start dispatching stops.
+    pub deadline: Option<Duration>,
     pub dry_run: bool,
     /// Stream every request from the start (a run also switches on its own when the model
     /// only answers streaming requests).
@@ -250,6 +252,7 @@ struct JobFile {
     tpm: Option<u64>,
     max_failures: Option<JobCount>,
     max_cost: Option<f64>,
+    deadline: Option<JobDuration>,
     pricing: Option<PathBuf>,
     dry_run: Option<bool>,
     concurrency: Option<usize>,
@@ -268,9 +271,9 @@ struct JobFile {
 }
 
 /// Reads a job file, rejecting unknown keys with the file's name.
-fn read_job(path: &Path) -> Result<JobFile, ConfigError> {
+fn read_job(path: &Path, env: &impl Fn(&str) -> Option<String>) -> Result<JobFile, ConfigError> {
     let text = fs_err::read_to_string(path).map_err(|e| bad(format!("{e}")))?;
-    let table: toml::Table = toml::from_str(&text)
+    let mut table: toml::Table = toml::from_str(&text)
         .map_err(|e| bad(format!("{}: not valid TOML: {e}", path.display())))?;
     for key in ["api_key", "key", "apikey"] {
         if table.contains_key(key) {
@@ -281,6 +284,9 @@ fn read_job(path: &Path) -> Result<JobFile, ConfigError> {
             )));
         }
     }
+    for (key, value) in table.iter_mut() {
+        expand_env(value, env).map_err(|why| bad(format!("{}: `{key}`: {why}", path.display())))?;
+    }
     JobFile::deserialize(toml::Value::Table(table)).map_err(|e| {
         bad(format!(
             "{}: {}",
@@ -288,6 +294,76 @@ fn read_job(path: &Path) -> Result<JobFile, ConfigError> {
             e.message().trim_end().replace('\n', " ")
         ))
     })
+}
+
+/// Expands `${VAR}` in the strings of a job-file value from the environment; `$${` is a
+/// literal `${`. An unset variable is an error.
+fn expand_env(
+    value: &mut toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) if s.contains("${") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(at) = rest.find("${") {
+                if rest[..at].ends_with('$') {
+                    out.push_str(&rest[..at - 1]);
+                    out.push_str("${");
+                    rest = &rest[at + 2..];
+                    continue;
+                }
+                out.push_str(&rest[..at]);
+                let after = &rest[at + 2..];
+                let end = after
+                    .find('}')
+                    .ok_or_else(|| format!("`${{` without a closing `}}` in \"{s}\""))?;
+                let name = &after[..end];
+                let upper = name.to_ascii_uppercase();
+                if ["KEY", "SECRET", "TOKEN", "PASSWORD"]
+                    .iter()
+                    .any(|w| upper.contains(w))
+                {
+                    return Err(format!(
+                        "${{{name}}} looks like a secret and is not expanded: the API key is \
+                         read only from the variable named by `api_key_env`"
+                    ));
+                }
+                let v = env(name)
+                    .ok_or_else(|| format!("${{{name}}} is not set in the environment"))?;
+                out.push_str(&v);
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        toml::Value::Array(items) => {
+            for v in items {
+                expand_env(v, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (_, v) in t.iter_mut() {
+                expand_env(v, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Parses `--deadline`: a duration from now, or an RFC 3339 time (which must be in the future).
+pub fn parse_deadline(text: &str, now: std::time::SystemTime) -> Result<Duration, ConfigError> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text.trim()) {
+        return at
+            .duration_since(now)
+            .map_err(|_| bad(format!("--deadline {text} has already passed")));
+    }
+    let d = parse_duration("deadline", text)?;
+    if d.is_zero() {
+        return Err(bad("--deadline must be in the future"));
+    }
+    Ok(d)
 }
 
 /// Parses a duration flag: humantime (`90s`, `2m`, `500ms`) or a bare number of seconds.
@@ -371,7 +447,7 @@ pub fn resolve(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Settings, ConfigError> {
     let job = match &args.job {
-        Some(path) => read_job(path)?,
+        Some(path) => read_job(path, &env)?,
         None => JobFile::default(),
     };
     let job_dir = args
@@ -540,6 +616,13 @@ pub fn resolve(
             .pricing
             .or_else(|| job.pricing.map(|p| rebase(job_dir, p))),
         max_cost,
+        deadline: match args
+            .deadline
+            .or_else(|| job.deadline.map(JobDuration::into_text))
+        {
+            Some(t) => Some(parse_deadline(&t, std::time::SystemTime::now())?),
+            None => None,
+        },
         dry_run: args.dry_run || job.dry_run.unwrap_or(false),
         stream: args.stream || job.stream.unwrap_or(false),
         endpoint,
