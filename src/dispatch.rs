@@ -397,6 +397,10 @@ impl Shared {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Streams the rows that still need a request into `tx`, on a blocking thread. Returns when
 /// the input ends or when the dispatcher has gone away (the receiver was dropped).
 pub fn read_rows(
@@ -486,6 +490,8 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
     let billed = AtomicU32::new(0);
     let last_ms = AtomicU64::new(0);
     let invalid_outputs = AtomicU32::new(0);
+    // Usage and cost of answers rejected by the structured-output check.
+    let discarded = std::sync::Mutex::new((crate::request::Usage::default(), 0.0f64));
     let attempt = || async {
         let (mut result, streamed, mut took) = shared.send(&p, &attempts).await;
         if let Err(f) = &result
@@ -496,7 +502,17 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
             shared.switch_to_stream(f);
             (result, _, took) = shared.send(&p, &attempts).await;
         }
-        let result = result.and_then(|r| shared.finish_reply(r, &invalid_outputs));
+        let result = result.and_then(|r| {
+            let (usage, cost) = (r.usage, shared.cost_of(&r));
+            shared.finish_reply(r, &invalid_outputs).inspect_err(|_| {
+                // A rejected answer was still billed: its tokens and cost go to the totals.
+                let mut d = lock(&discarded);
+                if let Some(u) = usage {
+                    d.0.add(&u);
+                }
+                d.1 += cost.unwrap_or(0.0);
+            })
+        });
         last_ms.store(took.as_millis() as u64, Relaxed);
         if let Err(f) = &result {
             if f.possibly_billed {
@@ -524,7 +540,10 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
         return None;
     }
     let cost = result.as_ref().ok().and_then(|r| shared.cost_of(r));
+    let (discarded_usage, discarded_cost) = *lock(&discarded);
     Some(Outcome {
+        discarded_usage,
+        discarded_cost,
         id: p.id,
         hash: p.hash,
         metadata: p.metadata,

@@ -568,6 +568,8 @@ async fn run_settings(
                 format!("{input_name}:{line}: {reason}"),
             )),
             cost: None,
+            discarded_usage: request::Usage::default(),
+            discarded_cost: 0.0,
             attempts: 0,
             latency_ms: 0,
             possibly_billed: 0,

@@ -67,6 +67,12 @@ impl Summary {
         self.requests += u64::from(o.attempts);
         self.retries += u64::from(o.attempts.saturating_sub(1));
         self.possibly_billed += u64::from(o.possibly_billed);
+        let d = &o.discarded_usage;
+        self.input_tokens += d.input_tokens;
+        self.output_tokens += d.output_tokens;
+        self.reasoning_tokens += d.reasoning_tokens;
+        self.cached_tokens += d.cached_tokens;
+        self.cost += o.discarded_cost;
         match &o.result {
             Ok(r) => {
                 self.rows_ok += 1;

@@ -143,8 +143,10 @@ fn json_output_is_parsed_and_invalid_json_is_retried_then_recorded() {
     let mut rows = prompts_jsonl(40);
     rows.push_str("{\"id\":\"bad\",\"prompt\":\"Answer badly [mock:badjson]\"}\n");
     let input = write(dir.path(), "rows.jsonl", &rows);
+    let sum = dir.path().join("s.json");
     for api in ["chat", "responses", "dashscope"] {
         let out = dir.path().join(format!("{api}.jsonl"));
+        let before = ep.stats();
         let (code, stderr) = run(&[
             input.to_str().expect("path"),
             "-o",
@@ -154,8 +156,24 @@ fn json_output_is_parsed_and_invalid_json_is_retried_then_recorded() {
             "--api",
             api,
             "--json",
+            "--summary-json",
+            sum.to_str().expect("path"),
         ]);
         assert_eq!(code, 1, "{api}: {stderr}");
+        // The rejected answers were billed: the totals still equal what the endpoint served.
+        let s: Value =
+            serde_json::from_str(&std::fs::read_to_string(&sum).expect("summary")).expect("json");
+        let after = ep.stats();
+        assert_eq!(
+            s["output_tokens"].as_u64(),
+            Some(after.output_tokens - before.output_tokens),
+            "{api}"
+        );
+        assert_eq!(
+            s["input_tokens"].as_u64(),
+            Some(after.input_tokens - before.input_tokens),
+            "{api}"
+        );
         let map = by_id(&records(&out));
         for i in 1..=40 {
             let r = &map[&format!("r{i}")];

@@ -25,6 +25,10 @@ pub struct Outcome {
     pub result: Result<Reply, Failure>,
     /// The answer's cost; `None` for errors and unpriced models.
     pub cost: Option<f64>,
+    /// Tokens and cost of answers rejected by `--json`/`--json-schema` before the last
+    /// attempt: billed, so counted in the summary, though not in the record.
+    pub discarded_usage: Usage,
+    pub discarded_cost: f64,
     pub attempts: u32,
     /// Duration of the last attempt.
     pub latency_ms: u64,
@@ -193,6 +197,8 @@ mod tests {
             metadata: Some(serde_json::json!({"src": "a"})),
             result,
             cost: None,
+            discarded_usage: Usage::default(),
+            discarded_cost: 0.0,
             attempts: 2,
             latency_ms: 12,
             possibly_billed: 0,

@@ -43,6 +43,16 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+impl Usage {
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
 /// A successful answer, whatever the API style.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Reply {
