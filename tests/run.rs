@@ -234,8 +234,8 @@ fn a_bad_key_stops_the_run_with_exit_3() {
     });
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "k.jsonl", &prompts_jsonl(2000));
-    let out = dir.path().join("k.results.jsonl");
     for api in ["chat", "dashscope"] {
+        let out = dir.path().join(format!("k-{api}.results.jsonl"));
         let before = ep.stats().requests;
         let (code, stderr) = run(&[
             input.to_str().expect("path"),
