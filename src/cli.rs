@@ -25,6 +25,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
     MockServer(Box<MockServerArgs>),
+    /// Join a results file back to the input rows, in input order, as CSV or JSONL.
+    Export(Box<ExportArgs>),
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]
@@ -312,4 +314,37 @@ pub struct MockServerArgs {
     /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Results file written by `run` [default: INPUT with its extension replaced by
+    /// .results.jsonl, as `run` names it].
+    #[arg(value_name = "RESULTS")]
+    pub results: Option<PathBuf>,
+
+    /// The input file the run read (.jsonl or .csv, optionally .gz).
+    #[arg(long, value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// Input format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<InputFormat>,
+
+    /// Field holding each row's id, as given to `run` (`custom_id` is read too).
+    #[arg(long, value_name = "FIELD", default_value = "id")]
+    pub id_field: String,
+
+    /// Output format [default: from the extension of -o, else the input's format].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<InputFormat>,
+
+    /// Output file; a `.gz` name is gzip-compressed [default: stdout].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Export even if some input rows are invalid (as after `run --skip-invalid`): rows that
+    /// cannot be read are left out, the others are joined to their records.
+    #[arg(long)]
+    pub skip_invalid: bool,
 }

@@ -25,7 +25,8 @@ pub struct Client {
     api: ApiStyle,
     /// Told about exhausted `x-ratelimit-remaining-*` headers.
     flow: std::sync::Arc<Flow>,
-    url: String,
+    /// Parsed once: a string URL would be parsed again on every request.
+    url: reqwest::Url,
     /// The `Authorization` header, marked sensitive so that it is never printed.
     auth: Option<HeaderValue>,
     /// Whether the endpoint is OpenAI's own, where `insufficient_quota` means billing.
@@ -67,14 +68,19 @@ impl Client {
             http,
             api,
             flow,
-            url: format!("{}{}", base_url.trim_end_matches('/'), request::path(api)),
+            url: reqwest::Url::parse(&format!(
+                "{}{}",
+                base_url.trim_end_matches('/'),
+                request::path(api)
+            ))
+            .map_err(|e| anyhow::anyhow!("--base-url: not a valid URL: {e}"))?,
             auth,
             openai: base_url.contains("api.openai.com"),
         })
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        self.url.as_str()
     }
 
     /// Sends one attempt, streamed or not.
@@ -87,7 +93,7 @@ impl Client {
         };
         let mut req = self
             .http
-            .post(&self.url)
+            .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         if stream {

@@ -132,7 +132,7 @@ impl Window {
 /// The first window of a run, before the ramp opens it.
 const SLOW_START: f64 = 4.0;
 /// How long the window takes to open fully at the start of a run (successes open it faster).
-pub const RAMP: Duration = Duration::from_millis(100);
+pub const RAMP: Duration = Duration::from_millis(25);
 /// While the ramp runs, a waiting dispatcher looks again this often.
 const RAMP_TICK: Duration = Duration::from_millis(5);
 /// Cool-down after a 429 that came without `Retry-After`, and the shortest cut interval.
@@ -493,14 +493,22 @@ impl Flow {
 
     fn grow(&self) {
         let mut w = lock(&self.window);
+        if w.limit >= w.max {
+            return;
+        }
+        let before = w.limit.floor();
         let step = if w.limit < w.threshold {
             1.0
         } else {
             1.0 / w.limit
         };
         w.limit = (w.limit + step).min(w.max);
+        let opened = w.limit.floor() > before;
         drop(w);
-        self.freed.notify_waiters();
+        // Only a new whole slot lets a waiter in.
+        if opened {
+            self.freed.notify_waiters();
+        }
     }
 
     /// Halves the window, at most once per `interval`: the answers of requests already in
@@ -532,7 +540,8 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         lock(&self.flow.window).in_flight -= 1;
-        self.flow.freed.notify_waiters();
+        // One slot freed lets one waiter in (a stored permit if none waits yet).
+        self.flow.freed.notify_one();
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod dispatch;
+pub mod export;
 pub mod flow;
 pub mod input;
 pub mod mock;
@@ -70,6 +71,7 @@ pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run(*args, shutdown_signals()).await,
         Command::MockServer(args) => mock_server(*args).await,
+        Command::Export(args) => export::run(&args),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();
@@ -579,7 +581,9 @@ async fn run_settings(
             break;
         }
     }
-    dispatch::dispatch(shared.clone(), row_rx, out_tx).await;
+    // On a runtime worker, not this (main) thread: every finished row wakes the dispatcher,
+    // and a wake that crosses to the main thread costs a futex round trip.
+    let _ = tokio::spawn(dispatch::dispatch(shared.clone(), row_rx, out_tx)).await;
     let summary = writer.await;
     progress_done.cancel();
     let _ = progress.await;

@@ -422,7 +422,8 @@ pub fn default_output(input: &Path) -> PathBuf {
     input.with_file_name(format!("{stem}.results.jsonl"))
 }
 
-fn format_of(path: &Path) -> Option<InputFormat> {
+/// The input format a file name implies (`.jsonl`, `.ndjson`, `.csv`, each optionally `.gz`).
+pub fn format_of(path: &Path) -> Option<InputFormat> {
     let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
