@@ -27,6 +27,9 @@ use crate::structured::Structured;
 /// Problems reported before giving up on an input.
 pub const MAX_PROBLEMS: usize = 20;
 
+/// A valid row as the plan keeps it: (id key, request hash, row number, line).
+type PlannedRow = (u128, u64, u32, u32);
+
 /// What the validation pass learned about the input.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -46,10 +49,11 @@ pub struct Plan {
     /// `--rerun-changed`), so the run pass skips them without building their requests again.
     pub skip_rows: Vec<u64>,
     keep_invalid: bool,
-    /// (row number, id key, request hash) of every valid row, until `resume` uses them.
-    rows: Vec<(u64, u128, u64)>,
-    /// With `--dry-run`: each valid row's estimated input tokens, beside `rows`.
-    estimates: Option<Vec<u32>>,
+    /// Every valid row, until `resume` uses them. 32 bytes a row: this is most of the memory
+    /// a large input needs before the run starts.
+    rows: Vec<PlannedRow>,
+    /// With `--dry-run`: estimated input tokens by row number.
+    estimates: Option<HashMap<u32, u32>>,
     /// With `--dry-run`: the estimated input tokens of the rows the run would send.
     pub est_input_tokens: u64,
 }
@@ -59,7 +63,8 @@ impl Plan {
     /// request, or changed without `--rerun-changed`.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
         let estimates = self.estimates.take().unwrap_or_default();
-        for (i, (number, key, hash)) in std::mem::take(&mut self.rows).into_iter().enumerate() {
+        for (key, hash, number, _) in std::mem::take(&mut self.rows) {
+            let number = u64::from(number);
             let skip = match prev.status_by_key(key, hash) {
                 Status::Done => {
                     self.rows_done += 1;
@@ -73,7 +78,7 @@ impl Plan {
             };
             if skip {
                 set_bit(&mut self.skip_rows, number);
-            } else if let Some(e) = estimates.get(i) {
+            } else if let Some(e) = estimates.get(&(number as u32)) {
                 self.est_input_tokens += u64::from(*e);
             }
         }
@@ -127,11 +132,10 @@ pub fn validate(
 ) -> std::io::Result<Plan> {
     let mut plan = Plan {
         keep_invalid,
-        estimates: estimate.then(Vec::new),
+        estimates: estimate.then(HashMap::new),
         ..Plan::default()
     };
-    // First line of each id, by hash, to name both lines of a duplicate.
-    let mut seen: HashMap<u128, u64> = HashMap::new();
+    let mut any_id = false;
     let mut without_id: Vec<u64> = Vec::new();
     let mut without_id_count = 0u64;
     for item in input::open(spec)? {
@@ -152,15 +156,8 @@ pub fn validate(
             }
         };
         match &own {
-            Some(id) => {
-                if let Some(first) = seen.insert(id_key(id), row.line) {
-                    plan.invalid_row(
-                        row.line,
-                        format!("{id}#line:{}", row.line),
-                        format!("duplicate id `{id}` (first on line {first})"),
-                    );
-                }
-            }
+            // Duplicates are found after the pass, by sorting the planned rows.
+            Some(_) => any_id = true,
             None => {
                 without_id_count += 1;
                 if without_id.len() < MAX_PROBLEMS {
@@ -172,9 +169,11 @@ pub fn validate(
         match builder.build(&row, resolve_id(&row, own)) {
             Ok(p) => {
                 // `p.id` is the row's own id, or its number when it has none.
-                plan.rows.push((row.number, id_key(&p.id), p.hash));
+                let number = u32::try_from(row.number).unwrap_or(u32::MAX);
+                let line = u32::try_from(row.line).unwrap_or(u32::MAX);
+                plan.rows.push((id_key(&p.id), p.hash, number, line));
                 if let Some(e) = &mut plan.estimates {
-                    e.push(crate::request::estimate_tokens(&p.body));
+                    e.insert(number, crate::request::estimate_tokens(&p.body));
                 }
             }
             Err(reason) => match &own_id {
@@ -183,7 +182,10 @@ pub fn validate(
             },
         }
     }
-    plan.own_ids = !seen.is_empty();
+    plan.own_ids = any_id;
+    if any_id {
+        find_duplicates(spec, builder, &mut plan)?;
+    }
     if plan.own_ids && without_id_count > 0 {
         for line in without_id {
             plan.problem(
@@ -199,6 +201,40 @@ pub fn validate(
     plan.problems.sort_by_key(|p| p.line);
     plan.invalid.sort_by_key(|(line, _, _)| *line);
     Ok(plan)
+}
+
+/// Reports every row whose id an earlier row already has. The planned rows are sorted by id
+/// (their order does not matter to `resume`), so a duplicate follows its first row; a second
+/// read of the input, only when there are duplicates, fetches their ids for the messages.
+fn find_duplicates(spec: &InputSpec, builder: &Builder, plan: &mut Plan) -> std::io::Result<()> {
+    plan.rows.sort_unstable_by_key(|r| (r.0, r.3));
+    let mut dups: HashMap<u64, u64> = HashMap::new();
+    let mut first_line = 0;
+    for i in 0..plan.rows.len() {
+        let (key, _, _, line) = plan.rows[i];
+        if i > 0 && plan.rows[i - 1].0 == key {
+            dups.insert(u64::from(line), first_line);
+        } else {
+            first_line = u64::from(line);
+        }
+    }
+    if dups.is_empty() {
+        return Ok(());
+    }
+    for item in input::open(spec)? {
+        let Item::Row(row) = item? else { continue };
+        let Some(&first) = dups.get(&row.line) else {
+            continue;
+        };
+        if let Ok(Some(id)) = input::row_id(&row.fields, builder.id_field()) {
+            plan.invalid_row(
+                row.line,
+                format!("{id}#line:{}", row.line),
+                format!("duplicate id `{id}` (first on line {first})"),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Why the run stopped before the end of the input.
