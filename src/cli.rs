@@ -82,7 +82,7 @@ pub struct RunArgs {
     #[arg(value_name = "INPUT")]
     pub input: Option<PathBuf>,
 
-    /// Job file (TOML): any long flag by its snake_case name, plus a [params] table.
+    /// Job file (TOML): any long flag by its snake_case name, plus a `[params]` table.
     #[arg(long, value_name = "FILE")]
     pub job: Option<PathBuf>,
 

@@ -287,16 +287,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                h.insert(*k, v);
-            }
-        }
-        h
-    }
+    use crate::retry::tests::headers;
 
     #[test]
     fn rate_limit_headers_pause_until_the_reset() {

@@ -272,11 +272,12 @@ pub fn steps(first: Duration, max: Duration, retries: u32) -> Vec<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
-    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    /// A header map from pairs (also used by the client's tests).
+    pub(crate) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
             if let Ok(v) = HeaderValue::from_str(v) {

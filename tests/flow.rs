@@ -20,17 +20,7 @@ fn a_client_rpm_below_the_endpoint_limit_draws_almost_no_429s() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(200));
     let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run(&[
-        input.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-        "--base-url",
-        &ep.url(),
-        "--rpm",
-        "2400",
-        "-c",
-        "64",
-    ]);
+    let (code, stderr) = run_io(&input, &out, &ep.url(), &["--rpm", "2400", "-c", "64"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(records(&out).len(), 200);
     let s = ep.stats();
@@ -47,15 +37,7 @@ fn without_a_client_limit_the_pool_learns_the_endpoint_rate() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(100));
     let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run(&[
-        input.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-        "--base-url",
-        &ep.url(),
-        "-c",
-        "64",
-    ]);
+    let (code, stderr) = run_io(&input, &out, &ep.url(), &["-c", "64"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(records(&out).len(), 100);
     let s = ep.stats();
@@ -73,17 +55,12 @@ fn max_failures_stops_a_run_whose_rows_all_fail() {
     for (limit, most) in [("10", 10 + 8), ("5%", 20 + 8)] {
         let out = dir.path().join(format!("out-{limit}.jsonl"));
         let before = ep.stats().requests;
-        let (code, stderr) = run(&[
-            input.to_str().expect("path"),
-            "-o",
-            out.to_str().expect("path"),
-            "--base-url",
+        let (code, stderr) = run_io(
+            &input,
+            &out,
             &ep.url(),
-            "-c",
-            "8",
-            "--max-failures",
-            limit,
-        ]);
+            &["-c", "8", "--max-failures", limit],
+        );
         assert_eq!(code, 3, "{stderr}");
         assert!(stderr.contains("--max-failures"), "{stderr}");
         let sent = ep.stats().requests - before;

@@ -16,16 +16,7 @@ fn prompt_of(i: usize) -> String {
 
 /// Runs INPUT with `args` against `ep`, expects exit 0, and returns the records by id.
 fn run_ok(ep: &Endpoint, input: &Path, out: &Path, args: &[&str]) -> Vec<Value> {
-    let mut all = vec![
-        input.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-        "--base-url",
-    ];
-    let url = ep.url();
-    all.push(&url);
-    all.extend_from_slice(args);
-    let (code, stderr) = run(&all);
+    let (code, stderr) = run_io(input, out, &ep.url(), args);
     assert_eq!(code, 0, "{args:?}: {stderr}");
     records(out)
 }

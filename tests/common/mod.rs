@@ -122,3 +122,17 @@ pub fn prompts_jsonl(n: usize) -> String {
         })
         .collect()
 }
+
+/// Runs INPUT to OUT against the endpoint at `url`, with `extra` flags; returns (exit code,
+/// stderr).
+pub fn run_io(input: &Path, out: &Path, url: &str, extra: &[&str]) -> (i32, String) {
+    let mut all = vec![
+        input.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+        "--base-url",
+        url,
+    ];
+    all.extend_from_slice(extra);
+    run(&all)
+}
