@@ -514,15 +514,16 @@ async fn run_settings(
             let _ = shared.stopped.set(Stop::Interrupted);
         });
     }
-    // `--deadline` counts from the start of the run.
-    if let Some(d) = settings.deadline {
+    // `--deadline` counts from the start of the run; it no longer applies once every row has
+    // been dispatched and answered (the task is aborted then).
+    let deadline = settings.deadline.map(|d| {
         let shared = shared.clone();
         let at = tokio::time::Instant::from_std(started) + d;
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             shared.stop_with(Stop::Deadline);
-        });
-    }
+        })
+    });
 
     let depth = settings.concurrency * 2;
     // Rows ready to send: the reader thread holds the sender; the dispatcher drops the
@@ -585,6 +586,9 @@ async fn run_settings(
     // and a wake that crosses to the main thread costs a futex round trip.
     let _ = tokio::spawn(dispatch::dispatch(shared.clone(), row_rx, out_tx)).await;
     let summary = writer.await;
+    if let Some(d) = deadline {
+        d.abort();
+    }
     progress_done.cancel();
     let _ = progress.await;
     let read_result = reader.await;
@@ -613,7 +617,14 @@ async fn run_settings(
         ));
     }
 
-    let exit = match shared.stopped.get() {
+    let all_finished =
+        summary.rows_ok + summary.rows_failed + summary.rows_skipped >= summary.rows_total;
+    // A deadline that passed as the last rows finished stopped nothing.
+    let stopped = shared
+        .stopped
+        .get()
+        .filter(|s| !(matches!(s, Stop::Deadline) && all_finished));
+    let exit = match stopped {
         Some(Stop::Fatal(f)) => {
             say(format_args!(
                 "error: stopped early: {} error{}: {} (every row would fail the same way; fix it and rerun to resume)",
