@@ -89,6 +89,19 @@ impl Body for MockBody {
                 }
                 if let Some(frame) = frames.next() {
                     *pause = true;
+                    // Counted as the last frame goes out, before the client can see it: a
+                    // client that stops reading after the last event (and a test that reads
+                    // the stats right after) must find the answer counted.
+                    if frames.len() == 0
+                        && !*fail_at_end
+                        && let Some(done) = on_complete.take()
+                    {
+                        done.stats.record_ok(
+                            done.input_tokens,
+                            done.output_tokens,
+                            done.reasoning_tokens,
+                        );
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(frame))));
                 }
                 if *fail_at_end {
@@ -96,13 +109,6 @@ impl Body for MockBody {
                         io::ErrorKind::ConnectionAborted,
                         "mock: truncated body",
                     ))));
-                }
-                if let Some(done) = on_complete.take() {
-                    done.stats.record_ok(
-                        done.input_tokens,
-                        done.output_tokens,
-                        done.reasoning_tokens,
-                    );
                 }
                 Poll::Ready(None)
             }
