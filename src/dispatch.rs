@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::flow::{Flow, Signal};
 use crate::input::{self, Item, Problem, RawRow};
+use crate::lock;
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
 use crate::pricing::Prices;
@@ -380,7 +381,9 @@ impl Shared {
         if reserved > 0 {
             self.reserved_nanos.fetch_sub(reserved, Relaxed);
         }
-        if let Ok(r) = &result
+        // Spend is tracked only for `--max-cost`: pricing every answer twice costs the hot path.
+        if self.settings.max_cost.is_some()
+            && let Ok(r) = &result
             && let Some(c) = self.cost_of(r)
         {
             self.spent_nanos
@@ -400,9 +403,6 @@ impl Shared {
             Err(_) => Signal::Other,
         };
         self.flow.after_attempt(size, spend, signal).await;
-        self.live.window.store(self.flow.limit() as u64, Relaxed);
-        let pace = self.flow.pace().map_or(0, |p| (p * 1000.0) as u64);
-        self.live.pace_milli.store(pace, Relaxed);
         (result, stream, took)
     }
 
@@ -431,10 +431,6 @@ impl Shared {
             }
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Streams the rows that still need a request into `tx`, on a blocking thread. Returns when
@@ -539,14 +535,20 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
             (result, _, took) = shared.send(&p, &attempts).await;
         }
         let result = result.and_then(|r| {
-            let (usage, cost) = (r.usage, shared.cost_of(&r));
+            // Only a structured-output check can reject an answer.
+            let priced = shared
+                .structured
+                .is_some()
+                .then(|| (r.usage, shared.cost_of(&r)));
             shared.finish_reply(r, &invalid_outputs).inspect_err(|_| {
                 // A rejected answer was still billed: its tokens and cost go to the totals.
-                let mut d = lock(&discarded);
-                if let Some(u) = usage {
-                    d.0.add(&u);
+                if let Some((usage, cost)) = priced {
+                    let mut d = lock(&discarded);
+                    if let Some(u) = usage {
+                        d.0.add(&u);
+                    }
+                    d.1 += cost.unwrap_or(0.0);
                 }
-                d.1 += cost.unwrap_or(0.0);
             })
         });
         last_ms.store(took.as_millis() as u64, Relaxed);

@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+
+use crate::lock;
 use tokio::time::Instant;
 
 /// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
@@ -543,10 +545,6 @@ impl Drop for Slot {
         // One slot freed lets one waiter in (a stored permit if none waits yet).
         self.flow.freed.notify_one();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -284,6 +284,12 @@ fn dry_run_report(
     Ok(Exit::Ok)
 }
 
+/// Locks a mutex, taking over a poisoned one: every mutex here guards plain counters that a
+/// panic cannot leave half-updated in a way that matters.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A setup failure: the exit code and what to tell the user.
 struct Failed(Exit, String);
 
@@ -486,7 +492,10 @@ async fn run_settings(
     }
 
     let settings = Arc::new(settings);
-    let live = Arc::new(Live::new(plan.rows_total - rows_skipped));
+    let live = Arc::new(Live::new(
+        plan.rows_total - rows_skipped,
+        Some(flow.clone()),
+    ));
     let structured = structured::Structured::new(&settings.params.format)
         .map_err(|e| usage(format!("--json-schema: {e}")))?;
     let shared = Arc::new(Shared {

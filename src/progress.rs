@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+use crate::flow::Flow;
 use crate::output::Outcome;
 use crate::settings::ProgressMode;
 
@@ -25,10 +26,8 @@ pub struct Live {
     pub retries: AtomicU64,
     /// Answers with status 429.
     pub rate_limited: AtomicU64,
-    /// The adaptive concurrency limit now.
-    pub window: AtomicU64,
-    /// The pace learned from 429s, in thousandths of a request per second (0: none).
-    pub pace_milli: AtomicU64,
+    /// Flow control, read for its window and pace when a line is shown (not per request).
+    flow: Option<Arc<Flow>>,
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     /// Cost so far, in billionths of the currency unit.
@@ -36,7 +35,7 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(total: u64) -> Live {
+    pub fn new(total: u64, flow: Option<Arc<Flow>>) -> Live {
         Live {
             total,
             started: Instant::now(),
@@ -46,8 +45,7 @@ impl Live {
             in_flight: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
-            window: AtomicU64::new(0),
-            pace_milli: AtomicU64::new(0),
+            flow,
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
             cost_nanos: AtomicU64::new(0),
@@ -73,6 +71,11 @@ impl Live {
         }
     }
 
+    /// The concurrency window now.
+    fn window(&self) -> usize {
+        self.flow.as_ref().map_or(0, |f| f.limit())
+    }
+
     /// One plain progress line (no carriage return).
     pub fn line(&self) -> String {
         let done = self.done.load(Relaxed);
@@ -93,9 +96,9 @@ impl Live {
         } else {
             "-".to_string()
         };
-        let pace = match self.pace_milli.load(Relaxed) {
-            0 => String::new(),
-            p => format!(" (paced at {:.1}/s)", p as f64 / 1000.0),
+        let pace = match self.flow.as_ref().and_then(|f| f.pace()) {
+            None => String::new(),
+            Some(p) => format!(" (paced at {p:.1}/s)"),
         };
         format!(
             "progress: {done}/{} rows ({pct:.0}%), ok {}, failed {}, in flight {} (limit {}), \
@@ -105,7 +108,7 @@ impl Live {
             self.ok.load(Relaxed),
             self.failed.load(Relaxed),
             self.in_flight.load(Relaxed),
-            self.window.load(Relaxed),
+            self.window(),
             self.retries.load(Relaxed),
             self.rate_limited.load(Relaxed),
             self.input_tokens.load(Relaxed),
@@ -157,7 +160,7 @@ async fn bar(live: Arc<Live>, done: CancellationToken) {
             live.ok.load(Relaxed),
             live.failed.load(Relaxed),
             live.in_flight.load(Relaxed),
-            live.window.load(Relaxed),
+            live.window(),
             live.rate_limited.load(Relaxed),
             live.input_tokens.load(Relaxed),
             live.output_tokens.load(Relaxed),

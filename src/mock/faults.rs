@@ -2,7 +2,9 @@
 //! including the per-body attempt counter behind `fault_attempts`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
+
+use crate::lock;
 
 use super::text::fnv1a64;
 
@@ -128,10 +130,6 @@ pub(crate) struct FaultPicker {
     attempts_limit: u32,
     rng: Mutex<fastrand::Rng>,
     seen: Mutex<HashMap<u64, u32>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl FaultPicker {

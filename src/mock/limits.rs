@@ -84,10 +84,7 @@ impl Limiter {
 
     /// Admits a request of `tokens` tokens, or says how long to wait.
     pub(crate) fn admit(&self, tokens: u64) -> Result<(), Duration> {
-        let mut guard = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = crate::lock(&self.state);
         let (requests, toks, at) = &mut *guard;
         let now = Instant::now();
         let dt = now.duration_since(*at).as_secs_f64();

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stream::{Progress, StreamError};
-use super::{Reply, Usage};
+use super::{Reply, WireUsage};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -55,45 +55,6 @@ struct Message {
     content: Option<Value>,
     reasoning_content: Option<String>,
     tool_calls: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    total_tokens: Option<u64>,
-    prompt_tokens_details: Option<PromptDetails>,
-    completion_tokens_details: Option<CompletionDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct CompletionDetails {
-    #[serde(default)]
-    reasoning_tokens: u64,
-}
-
-impl WireUsage {
-    fn into_usage(self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens,
-            output_tokens: self.completion_tokens,
-            reasoning_tokens: self
-                .completion_tokens_details
-                .map_or(0, |d| d.reasoning_tokens),
-            cached_tokens: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            total_tokens: self
-                .total_tokens
-                .unwrap_or(self.prompt_tokens + self.completion_tokens),
-        }
-    }
 }
 
 /// Parses a 200 answer. An `Err` says why the body is not a usable answer.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stream::{Progress, StreamError};
-use super::{Reply, Usage};
+use super::{Reply, WireUsage};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -73,43 +73,6 @@ struct Message {
     content: Option<Value>,
     reasoning_content: Option<String>,
     tool_calls: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-    total_tokens: Option<u64>,
-    output_tokens_details: Option<OutputDetails>,
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize)]
-struct OutputDetails {
-    #[serde(default)]
-    reasoning_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-}
-
-impl WireUsage {
-    fn into_usage(self) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens,
-            output_tokens: self.output_tokens,
-            reasoning_tokens: self.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
-            cached_tokens: self.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-            total_tokens: self
-                .total_tokens
-                .unwrap_or(self.input_tokens + self.output_tokens),
-        }
-    }
 }
 
 /// DashScope sends the string `"null"` for "not finished yet".

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::stream::{Progress, StreamError};
-use super::{Reply, Usage};
+use super::{Reply, WireUsage};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -72,29 +72,6 @@ struct Response {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    input_tokens: u64,
-    #[serde(default)]
-    output_tokens: u64,
-    total_tokens: Option<u64>,
-    input_tokens_details: Option<InputDetails>,
-    output_tokens_details: Option<OutputDetails>,
-}
-
-#[derive(Deserialize)]
-struct InputDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-}
-
-#[derive(Deserialize)]
-struct OutputDetails {
-    #[serde(default)]
-    reasoning_tokens: u64,
-}
-
 /// Texts of the `parts` of an item whose `type` is one of `types`.
 fn texts(parts: Option<&Value>, types: &[&str], out: &mut String) {
     for p in parts.and_then(Value::as_array).into_iter().flatten() {
@@ -151,13 +128,7 @@ impl Response {
             reasoning: Some(reasoning).filter(|r| !r.is_empty()),
             finish_reason,
             model: self.model,
-            usage: self.usage.map(|u| Usage {
-                input_tokens: u.input_tokens,
-                output_tokens: u.output_tokens,
-                reasoning_tokens: u.output_tokens_details.map_or(0, |d| d.reasoning_tokens),
-                cached_tokens: u.input_tokens_details.map_or(0, |d| d.cached_tokens),
-                total_tokens: u.total_tokens.unwrap_or(u.input_tokens + u.output_tokens),
-            }),
+            usage: self.usage.map(WireUsage::into_usage),
             request_id: self.request_id.or(self.id),
             tool_calls: (!calls.is_empty()).then_some(Value::Array(calls)),
             parsed: None,
