@@ -433,16 +433,23 @@ impl Shared {
     }
 }
 
-/// Streams the rows that still need a request into `tx`, on a blocking thread. Returns when
-/// the input ends or when the dispatcher has gone away (the receiver was dropped).
+/// The most rows the reader hands over at once. One hand-over wakes the dispatcher (and, when
+/// the queue was full, the reader again): per row, that was a futex round trip between threads.
+pub const ROW_BATCH: usize = 128;
+
+/// Streams the rows that still need a request into `tx`, on a blocking thread, in batches of
+/// up to [`ROW_BATCH`]: a batch goes as soon as the queue has room, so a hungry dispatcher
+/// gets rows at once and a busy one gets them in bulk. Returns when the input ends or when
+/// the dispatcher has gone away (the receiver was dropped).
 pub fn read_rows(
     spec: InputSpec,
     builder: Builder,
     skip_rows: Vec<u64>,
     own_ids: bool,
     invalid_lines: std::collections::HashSet<u64>,
-    tx: mpsc::Sender<Prepared>,
+    tx: mpsc::Sender<Vec<Prepared>>,
 ) -> std::io::Result<()> {
+    let mut batch = Vec::with_capacity(ROW_BATCH);
     for item in input::open(&spec)? {
         let Item::Row(row) = item? else { continue };
         if bit(&skip_rows, row.number) || invalid_lines.contains(&row.line) {
@@ -459,9 +466,25 @@ pub fn read_rows(
         let Ok(prepared) = builder.build(&row, resolve_id(&row, own)) else {
             continue;
         };
-        if tx.blocking_send(prepared).is_err() {
-            break;
+        batch.push(prepared);
+        let full = batch.len() >= ROW_BATCH;
+        let sent = match tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH)));
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(())) => false,
+        };
+        if full && !sent {
+            let rows = std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH));
+            if tx.blocking_send(rows).is_err() {
+                return Ok(());
+            }
         }
+    }
+    if !batch.is_empty() {
+        let _ = tx.blocking_send(batch);
     }
     Ok(())
 }
@@ -470,46 +493,48 @@ pub fn read_rows(
 /// the workers still running hold their own senders to the writer.
 pub async fn dispatch(
     shared: Arc<Shared>,
-    mut rows: mpsc::Receiver<Prepared>,
+    mut rows: mpsc::Receiver<Vec<Prepared>>,
     results: mpsc::Sender<Outcome>,
 ) {
     // At most `-c` rows in progress; a worker holds its permit until its outcome is sent.
     // Within them, flow control's window limits the attempts on the wire.
     let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
-    loop {
+    'batches: loop {
         let next = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => None,
-            row = rows.recv() => row,
+            batch = rows.recv() => batch,
         };
-        let Some(prepared) = next else { break };
-        let permit = tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        shared.live.in_flight.fetch_add(1, Relaxed);
-        let shared = shared.clone();
-        let results = results.clone();
-        tokio::spawn(async move {
-            let outcome = tokio::select! {
+        let Some(batch) = next else { break };
+        for prepared in batch {
+            let permit = tokio::select! {
                 biased;
-                _ = shared.abandon.cancelled() => None,
-                o = run_row(&shared, prepared) => o,
+                _ = shared.stop.cancelled() => break 'batches,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'batches,
+                },
             };
-            shared.live.in_flight.fetch_sub(1, Relaxed);
-            if let Some(o) = &outcome {
-                shared.count_outcome(o.result.is_err());
-            }
-            if let Some(o) = outcome {
-                // The writer outlives every sender, so this fails only if it crashed.
-                let _ = results.send(o).await;
-            }
-            drop(permit);
-        });
+            shared.live.in_flight.fetch_add(1, Relaxed);
+            let shared = shared.clone();
+            let results = results.clone();
+            tokio::spawn(async move {
+                let outcome = tokio::select! {
+                    biased;
+                    _ = shared.abandon.cancelled() => None,
+                    o = run_row(&shared, prepared) => o,
+                };
+                shared.live.in_flight.fetch_sub(1, Relaxed);
+                if let Some(o) = &outcome {
+                    shared.count_outcome(o.result.is_err());
+                }
+                if let Some(o) = outcome {
+                    // The writer outlives every sender, so this fails only if it crashed.
+                    let _ = results.send(o).await;
+                }
+                drop(permit);
+            });
+        }
     }
 }
 

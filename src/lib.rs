@@ -535,9 +535,9 @@ async fn run_settings(
     });
 
     let depth = settings.concurrency * 2;
-    // Rows ready to send: the reader thread holds the sender; the dispatcher drops the
-    // receiver when it stops, which ends the reader.
-    let (row_tx, row_rx) = mpsc::channel(depth);
+    // Rows ready to send, in batches: the reader thread holds the sender; the dispatcher drops
+    // the receiver when it stops, which ends the reader.
+    let (row_tx, row_rx) = mpsc::channel(4);
     // Outcomes: the dispatcher and each worker hold senders; when all are gone the writer
     // flushes and ends.
     let (out_tx, out_rx) = mpsc::channel(depth);
