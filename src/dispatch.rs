@@ -1,6 +1,6 @@
-//! The pipeline: a reader thread streams rows through a bounded queue; the dispatcher takes a
-//! concurrency permit, then spawns a worker per row; each worker runs the row's attempts with
-//! retries and sends one `Outcome` to the writer. Before any of that, `validate` reads the
+//! The pipeline: a reader thread streams rows in batches through a bounded queue; `-c`
+//! long-lived workers take them one at a time, run each row's attempts with retries and send
+//! one `Outcome` per row to the writer. Before any of that, `validate` reads the
 //! whole input once and builds every request, so bad input is found before anything is sent.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -489,51 +489,79 @@ pub fn read_rows(
     Ok(())
 }
 
-/// Takes a permit per row, then spawns its worker. Returns when the rows end or the run stops;
-/// the workers still running hold their own senders to the writer.
-pub async fn dispatch(
+/// Where the workers take their rows from: the batch being handed out, and the reader's
+/// queue behind it. Locked only to take the next row (and, when the batch is used up, while
+/// waiting for the next batch: the other workers would wait for it anyway).
+struct RowSource {
+    batch: std::vec::IntoIter<Prepared>,
+    rows: mpsc::Receiver<Vec<Prepared>>,
+}
+
+impl RowSource {
+    /// The next row, or `None` when the input is done.
+    async fn next(&mut self) -> Option<Prepared> {
+        loop {
+            if let Some(p) = self.batch.next() {
+                return Some(p);
+            }
+            self.batch = self.rows.recv().await?.into_iter();
+        }
+    }
+}
+
+/// Starts `-c` workers, each taking rows one at a time until the rows end or the run stops,
+/// and returns once all are started: each holds its own sender to the writer, which ends when
+/// the last worker does. Long-lived workers, rather than a task and a semaphore permit per row,
+/// save a task and a wake of a dispatcher for every row.
+pub fn dispatch(
     shared: Arc<Shared>,
-    mut rows: mpsc::Receiver<Vec<Prepared>>,
+    rows: mpsc::Receiver<Vec<Prepared>>,
     results: mpsc::Sender<Outcome>,
 ) {
-    // At most `-c` rows in progress; a worker holds its permit until its outcome is sent.
-    // Within them, flow control's window limits the attempts on the wire.
-    let permits = Arc::new(Semaphore::new(shared.settings.concurrency));
-    'batches: loop {
+    // Dropped with the last worker, which ends the reader.
+    let source = Arc::new(tokio::sync::Mutex::new(RowSource {
+        batch: Vec::new().into_iter(),
+        rows,
+    }));
+    for _ in 0..shared.settings.concurrency {
+        tokio::spawn(work(shared.clone(), source.clone(), results.clone()));
+    }
+}
+
+/// One worker: at most `-c` rows are in progress, one per worker. Within them, flow control's
+/// window limits the attempts on the wire.
+async fn work(
+    shared: Arc<Shared>,
+    source: Arc<tokio::sync::Mutex<RowSource>>,
+    results: mpsc::Sender<Outcome>,
+) {
+    loop {
         let next = tokio::select! {
             biased;
             _ = shared.stop.cancelled() => None,
-            batch = rows.recv() => batch,
+            p = async { source.lock().await.next().await } => p,
         };
-        let Some(batch) = next else { break };
-        for prepared in batch {
-            let permit = tokio::select! {
-                biased;
-                _ = shared.stop.cancelled() => break 'batches,
-                p = permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break 'batches,
-                },
-            };
-            shared.live.in_flight.fetch_add(1, Relaxed);
-            let shared = shared.clone();
-            let results = results.clone();
-            tokio::spawn(async move {
-                let outcome = tokio::select! {
-                    biased;
-                    _ = shared.abandon.cancelled() => None,
-                    o = run_row(&shared, prepared) => o,
-                };
-                shared.live.in_flight.fetch_sub(1, Relaxed);
-                if let Some(o) = &outcome {
-                    shared.count_outcome(o.result.is_err());
-                }
-                if let Some(o) = outcome {
-                    // The writer outlives every sender, so this fails only if it crashed.
-                    let _ = results.send(o).await;
-                }
-                drop(permit);
-            });
+        let Some(prepared) = next else { break };
+        shared.live.in_flight.fetch_add(1, Relaxed);
+        let outcome = tokio::select! {
+            biased;
+            _ = shared.abandon.cancelled() => None,
+            o = run_row(&shared, prepared) => o,
+        };
+        shared.live.in_flight.fetch_sub(1, Relaxed);
+        if let Some(o) = &outcome {
+            shared.count_outcome(o.result.is_err());
+        }
+        let Some(o) = outcome else {
+            // Abandoned: this row and the rest stay without a record.
+            if shared.abandon.is_cancelled() {
+                break;
+            }
+            continue;
+        };
+        // The writer outlives every sender, so this fails only if it crashed.
+        if results.send(o).await.is_err() {
+            break;
         }
     }
 }

@@ -591,9 +591,8 @@ async fn run_settings(
             break;
         }
     }
-    // On a runtime worker, not this (main) thread: every finished row wakes the dispatcher,
-    // and a wake that crosses to the main thread costs a futex round trip.
-    let _ = tokio::spawn(dispatch::dispatch(shared.clone(), row_rx, out_tx)).await;
+    // Starts the workers; each holds a sender to the writer, so the writer ends with the last.
+    dispatch::dispatch(shared.clone(), row_rx, out_tx);
     let summary = writer.await;
     if let Some(d) = deadline {
         d.abort();
