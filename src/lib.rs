@@ -481,6 +481,13 @@ async fn run_settings(
         flow.clone(),
     )
     .map_err(|e| usage(format!("{e:#}")))?;
+    if client.proxied() && !settings.quiet {
+        // The proxy's address may carry credentials: it is not printed.
+        say(format_args!(
+            "note: requests go through the proxy that the environment sets for {base_url} \
+             (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY; NO_PROXY exempts hosts)"
+        ));
+    }
 
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
     let mut summary = summary::Summary::new(plan.rows_total, rows_skipped);

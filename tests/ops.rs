@@ -1,5 +1,5 @@
 //! Black-box tests of cron-grade operation: job files, the shipped jobs, plain progress lines,
-//! `--deadline`, completions and `--version`.
+//! `--deadline`, a proxy from the environment, completions and `--version`.
 
 mod common;
 
@@ -221,4 +221,39 @@ fn completions_and_version() {
     let o = batchgen().arg("--version").output().expect("run");
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.starts_with("batchgen ") && text.contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn a_proxy_named_by_the_environment_carries_every_request() {
+    let ep = Endpoint::start(MockConfig::default());
+    let proxy = ep.url().trim_end_matches("/v1").to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(30));
+    let out = dir.path().join("out.jsonl");
+    // The endpoint's name cannot resolve: only the proxy (the mock, which answers requests
+    // in absolute form) can carry the requests.
+    let output = batchgen()
+        .env("HTTP_PROXY", &proxy)
+        .args(["run", input.to_str().expect("path"), "-o"])
+        .arg(&out)
+        .args([
+            "--base-url",
+            "http://api.example.invalid/v1",
+            "--retry-delay",
+            "5ms",
+        ])
+        .output()
+        .expect("run batchgen");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(SECRET));
+    assert!(stderr.contains("through the proxy"), "{stderr}");
+    assert!(
+        !stderr.contains(&proxy),
+        "the proxy's address is not printed: {stderr}"
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 30);
+    assert!(recs.iter().all(|r| r["status"] == "ok"), "{recs:?}");
+    assert_eq!(ep.stats().requests, 30);
 }

@@ -70,8 +70,24 @@ pub fn batchgen() -> assert_cmd::Command {
     cmd.env_remove("BATCHGEN_BASE_URL")
         .env("DASHSCOPE_API_KEY", SECRET)
         .timeout(Duration::from_secs(120));
+    // The loopback endpoint is reached directly, whatever proxy the machine sets.
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
+
+/// The variables that name a proxy (curl's, in both cases).
+pub const PROXY_VARS: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
 
 /// Runs `batchgen run` with fast retries; returns (exit code, stderr).
 pub fn run(args: &[&str]) -> (i32, String) {
