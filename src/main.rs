@@ -5,12 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: a request allocates dozens of small buffers
-/// (headers, JSON values, the record), and glibc's malloc and free were about a tenth of the
-/// CPU per row in the profile.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = batchgen::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
