@@ -1,13 +1,14 @@
 //! Flow control: client-side rate limits (`--rpm`, `--tpm`), a cool-down shared by the whole
 //! pool after a 429, a pace learned from 429s when the endpoint's limit is unknown, and an
-//! adaptive window on the attempts in flight between 1 and `-c`: it opens gradually
-//! at the start of a run (a linear ramp over [`RAMP`], so the run never starts with a wall of
-//! simultaneous requests), then grows by about one per window of successes and halves on 429s
-//! and timeouts (AIMD).
+//! adaptive window on the attempts in flight between 1 and `-c`: it starts fully open, halves
+//! on 429s and timeouts, and grows back by about one per window of successes (AIMD).
 //!
-//! The ramp is short on purpose: a longer one (or a TCP-style slow start, which doubles once
-//! per round trip) costs whole round trips of throughput on a slow endpoint, while the cool-down
-//! and the halving already react to the first 429 of a burst limit.
+//! There is no start ramp: no answer from an LLM endpoint comes back within any ramp short
+//! enough to be worth its cost, so a ramp probes nothing, while it delays the first requests
+//! and, since each worker's later requests follow its first, every later wave too (about 20 ms
+//! of a 4 s run at `-c 256` measured). A TCP-style slow start, doubling once per round trip,
+//! would cost whole round trips. The cool-down and the halving react to the first 429s of a
+//! burst limit instead.
 //!
 //! The window alone cannot hold a fast endpoint to a rate: at a few milliseconds per answer
 //! even one request in flight exceeds most rate limits. So 429s also set a pace: when at least
@@ -105,38 +106,8 @@ struct Window {
     in_flight: usize,
     /// When the window was last cut: it is cut at most once per cool-down.
     last_cut: Option<Instant>,
-    /// When the run's ramp started (the first slot asked for).
-    ramp_start: Option<Instant>,
-    ramp_done: bool,
 }
 
-impl Window {
-    /// Opens the window along the start ramp: from [`SLOW_START`] to `max` over [`RAMP`].
-    /// Returns whether the ramp is still going.
-    fn ramp(&mut self, now: Instant) -> bool {
-        if self.ramp_done {
-            return false;
-        }
-        let start = *self.ramp_start.get_or_insert(now);
-        let t = now.saturating_duration_since(start).as_secs_f64() / RAMP.as_secs_f64();
-        if self.last_cut.is_some() {
-            // A 429 or a timeout during the ramp: AIMD takes over from here.
-            self.ramp_done = true;
-            return false;
-        }
-        let floor = SLOW_START + (self.max - SLOW_START).max(0.0) * t.min(1.0);
-        self.limit = self.limit.max(floor.min(self.max));
-        self.ramp_done = t >= 1.0;
-        !self.ramp_done
-    }
-}
-
-/// The first window of a run, before the ramp opens it.
-const SLOW_START: f64 = 4.0;
-/// How long the window takes to open fully at the start of a run (successes open it faster).
-pub const RAMP: Duration = Duration::from_millis(25);
-/// While the ramp runs, a waiting dispatcher looks again this often.
-const RAMP_TICK: Duration = Duration::from_millis(5);
 /// Cool-down after a 429 that came without `Retry-After`, and the shortest cut interval.
 const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
 /// Bytes of request body per input token before any usage has been seen: right for CJK text,
@@ -303,13 +274,11 @@ impl Flow {
             tpm: tpm.map(Bucket::per_minute),
             max_tokens,
             window: Mutex::new(Window {
-                limit: SLOW_START.min(max),
+                limit: max,
                 max,
                 threshold: max,
                 in_flight: 0,
                 last_cut: None,
-                ramp_start: None,
-                ramp_done: false,
             }),
             freed: Notify::new(),
             pause_until: Mutex::new(None),
@@ -339,23 +308,14 @@ impl Flow {
     pub async fn slot(self: &Arc<Self>) -> Slot {
         loop {
             let freed = self.freed.notified();
-            let ramping = {
+            {
                 let mut w = lock(&self.window);
-                let ramping = w.ramp(Instant::now());
                 if (w.in_flight as f64) < w.limit.floor() {
                     w.in_flight += 1;
                     return Slot { flow: self.clone() };
                 }
-                ramping
-            };
-            if ramping {
-                tokio::select! {
-                    _ = freed => {}
-                    _ = tokio::time::sleep(RAMP_TICK) => {}
-                }
-            } else {
-                freed.await;
             }
+            freed.await;
         }
     }
 
@@ -617,9 +577,9 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn slow_start_then_aimd() {
+    async fn open_window_then_aimd() {
         let f = Flow::new(64, None, None, None);
-        assert_eq!(f.limit(), 4);
+        assert_eq!(f.limit(), 64);
         let answered = Signal::Answered {
             input: 10,
             output: 10,
@@ -628,33 +588,33 @@ mod tests {
         for _ in 0..20 {
             f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
         }
-        assert_eq!(f.limit(), 24, "slow start grows by one per success");
+        assert_eq!(f.limit(), 64, "never above -c");
         // Three 429s in 23 answers are noise; seven in 27 are over the 25% share.
         for _ in 0..3 {
             f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
                 .await;
         }
-        assert_eq!(f.limit(), 24);
+        assert_eq!(f.limit(), 64);
         for _ in 0..4 {
             f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
                 .await;
         }
-        assert_eq!(f.limit(), 12);
+        assert_eq!(f.limit(), 32);
         // More 429s from requests already in flight do not cut again.
         f.after_attempt(30, Spend { tokens: 0.0 }, Signal::RateLimited(None))
             .await;
-        assert_eq!(f.limit(), 12);
-        // Past the threshold, growth is additive: about one per window of successes.
-        for _ in 0..12 {
+        assert_eq!(f.limit(), 32);
+        // Past a cut, growth is additive: about one per window of successes.
+        for _ in 0..32 {
             f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
         }
-        assert_eq!(f.limit(), 12, "12.96 floors to 12");
+        assert_eq!(f.limit(), 32, "32.99 floors to 32");
         f.after_attempt(30, Spend { tokens: 0.0 }, answered).await;
-        assert_eq!(f.limit(), 13);
+        assert_eq!(f.limit(), 33);
         tokio::time::advance(Duration::from_secs(2)).await;
         f.after_attempt(30, Spend { tokens: 0.0 }, Signal::Timeout)
             .await;
-        assert_eq!(f.limit(), 6);
+        assert_eq!(f.limit(), 16);
         for _ in 0..10 {
             f.after_attempt(30, Spend { tokens: 0.0 }, Signal::Timeout)
                 .await;
@@ -682,24 +642,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_window_opens_along_the_ramp() {
+    async fn the_window_starts_fully_open() {
         let f = std::sync::Arc::new(Flow::new(100, None, None, None));
         let start = Instant::now();
         let mut slots = Vec::new();
-        let mut times = Vec::new();
         for _ in 0..100 {
             slots.push(f.slot().await);
-            times.push(start.elapsed());
         }
-        assert_eq!(times[3], Duration::ZERO, "the first four go at once");
-        assert!(times[4] > Duration::ZERO);
-        // Half the window is open after about half the ramp, all of it by its end.
-        let half = times[51];
-        assert!(
-            half >= RAMP / 2 - RAMP_TICK && half <= RAMP / 2 + RAMP_TICK,
-            "{half:?}"
-        );
-        assert!(times[99] <= RAMP + RAMP_TICK, "{:?}", times[99]);
+        assert_eq!(start.elapsed(), Duration::ZERO, "all of -c go at once");
+        assert_eq!(f.limit(), 100);
     }
 
     #[tokio::test(start_paused = true)]
@@ -742,7 +693,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn window_bounds_requests_in_flight() {
         let f = std::sync::Arc::new(Flow::new(2, None, None, None));
-        tokio::time::advance(RAMP).await;
         let a = f.slot().await;
         let _b = f.slot().await;
         let f2 = f.clone();
