@@ -17,6 +17,7 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 every row ok; 1 finished, some rows failed; \
 2 nothing sent (bad usage, configuration or input); 3 stopped early (credentials, billing, \
+untrusted TLS certificate, \
 --max-cost, --deadline, --max-failures, output not writable or locked; a rerun resumes); 130 \
 interrupted after a clean drain (a rerun resumes).";
 
