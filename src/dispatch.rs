@@ -25,6 +25,14 @@ use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::{InputSpec, Settings};
 use crate::structured::Structured;
 
+/// Whether the input file is small enough for validation to keep its built requests.
+fn small_input(spec: &InputSpec) -> bool {
+    spec.path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .is_some_and(|m| m.len() <= KEEP_INPUT_BYTES)
+}
+
 /// Problems reported before giving up on an input.
 pub const MAX_PROBLEMS: usize = 20;
 
@@ -57,9 +65,25 @@ pub struct Plan {
     estimates: Option<HashMap<u32, u32>>,
     /// With `--dry-run`: the estimated input tokens of the rows the run would send.
     pub est_input_tokens: u64,
+    /// The valid rows' requests as validation built them, with their row numbers, while their
+    /// bodies fit in [`KEEP_BYTES`]: the run then sends these instead of reading and building
+    /// the input a second time. `None` for larger inputs (and dry runs).
+    kept: Option<Vec<(u64, Prepared)>>,
+    kept_bytes: usize,
 }
 
+/// Validation keeps the built requests for the run (see [`Plan::take_kept`]) when the input
+/// file is at most this large, and while their bodies stay within [`KEEP_BYTES`]: a large
+/// input is read twice instead, so that memory stays flat in the number of rows.
+pub const KEEP_INPUT_BYTES: u64 = 8 << 20;
+pub const KEEP_BYTES: usize = 16 << 20;
+
 impl Plan {
+    /// The requests validation built, when the input was small enough to keep them.
+    pub fn take_kept(&mut self) -> Option<Vec<(u64, Prepared)>> {
+        self.kept.take()
+    }
+
     /// Counts the rows done before and marks those the run skips: done with the same
     /// request, or changed without `--rerun-changed`.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
@@ -134,6 +158,7 @@ pub fn validate(
     let mut plan = Plan {
         keep_invalid,
         estimates: estimate.then(HashMap::new),
+        kept: (!estimate && small_input(spec)).then(Vec::new),
         ..Plan::default()
     };
     let mut any_id = false;
@@ -175,6 +200,14 @@ pub fn validate(
                 plan.rows.push((id_key(&p.id), p.hash, number, line));
                 if let Some(e) = &mut plan.estimates {
                     e.insert(number, crate::request::estimate_tokens(&p.body));
+                }
+                if let Some(kept) = &mut plan.kept {
+                    plan.kept_bytes += p.body.len() + p.id.len();
+                    if plan.kept_bytes > KEEP_BYTES {
+                        plan.kept = None;
+                    } else {
+                        kept.push((row.number, p));
+                    }
                 }
             }
             Err(reason) => match &own_id {
@@ -437,10 +470,50 @@ impl Shared {
 /// the queue was full, the reader again): per row, that was a futex round trip between threads.
 pub const ROW_BATCH: usize = 128;
 
-/// Streams the rows that still need a request into `tx`, on a blocking thread, in batches of
-/// up to [`ROW_BATCH`]: a batch goes as soon as the queue has room, so a hungry dispatcher
-/// gets rows at once and a busy one gets them in bulk. Returns when the input ends or when
-/// the dispatcher has gone away (the receiver was dropped).
+/// Hands rows to the workers in batches of up to [`ROW_BATCH`]: a batch goes as soon as the
+/// queue has room, so hungry workers get rows at once and busy ones get them in bulk.
+struct Handover {
+    batch: Vec<Prepared>,
+    tx: mpsc::Sender<Vec<Prepared>>,
+}
+
+impl Handover {
+    fn new(tx: mpsc::Sender<Vec<Prepared>>) -> Handover {
+        Handover {
+            batch: Vec::with_capacity(ROW_BATCH),
+            tx,
+        }
+    }
+
+    /// Adds a row; `false` once the workers have gone away (the run stopped).
+    fn push(&mut self, p: Prepared) -> bool {
+        self.batch.push(p);
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(std::mem::replace(
+                    &mut self.batch,
+                    Vec::with_capacity(ROW_BATCH),
+                ));
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => false,
+            Err(mpsc::error::TrySendError::Full(())) if self.batch.len() >= ROW_BATCH => {
+                let rows = std::mem::replace(&mut self.batch, Vec::with_capacity(ROW_BATCH));
+                self.tx.blocking_send(rows).is_ok()
+            }
+            Err(mpsc::error::TrySendError::Full(())) => true,
+        }
+    }
+
+    fn finish(self) {
+        if !self.batch.is_empty() {
+            let _ = self.tx.blocking_send(self.batch);
+        }
+    }
+}
+
+/// Streams the rows that still need a request into `tx`, on a blocking thread. Returns when
+/// the input ends or when the workers have gone away (the receiver was dropped).
 pub fn read_rows(
     spec: InputSpec,
     builder: Builder,
@@ -449,7 +522,7 @@ pub fn read_rows(
     invalid_lines: std::collections::HashSet<u64>,
     tx: mpsc::Sender<Vec<Prepared>>,
 ) -> std::io::Result<()> {
-    let mut batch = Vec::with_capacity(ROW_BATCH);
+    let mut out = Handover::new(tx);
     for item in input::open(&spec)? {
         let Item::Row(row) = item? else { continue };
         if bit(&skip_rows, row.number) || invalid_lines.contains(&row.line) {
@@ -466,27 +539,32 @@ pub fn read_rows(
         let Ok(prepared) = builder.build(&row, resolve_id(&row, own)) else {
             continue;
         };
-        batch.push(prepared);
-        let full = batch.len() >= ROW_BATCH;
-        let sent = match tx.try_reserve() {
-            Ok(permit) => {
-                permit.send(std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH)));
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(())) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(())) => false,
-        };
-        if full && !sent {
-            let rows = std::mem::replace(&mut batch, Vec::with_capacity(ROW_BATCH));
-            if tx.blocking_send(rows).is_err() {
-                return Ok(());
-            }
+        if !out.push(prepared) {
+            return Ok(());
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
-    }
+    out.finish();
     Ok(())
+}
+
+/// Sends the rows validation kept (see [`Plan::take_kept`]) that still need a request, like
+/// [`read_rows`] but without reading the input again.
+pub fn send_kept(
+    kept: Vec<(u64, Prepared)>,
+    skip_rows: &[u64],
+    invalid_lines: &std::collections::HashSet<u64>,
+    tx: mpsc::Sender<Vec<Prepared>>,
+) {
+    let mut out = Handover::new(tx);
+    for (number, p) in kept {
+        if bit(skip_rows, number) || invalid_lines.contains(&p.line) {
+            continue;
+        }
+        if !out.push(p) {
+            return;
+        }
+    }
+    out.finish();
 }
 
 /// Where the workers take their rows from: the batch being handed out, and the reader's

@@ -556,11 +556,20 @@ async fn run_settings(
         let invalid_lines = plan.invalid.iter().map(|(line, _, _)| *line).collect();
         // Nothing left to send (a finished job rerun): no need to read the input again.
         let nothing_left = live.total <= plan.invalid.len() as u64;
+        let kept = plan.take_kept();
         tokio::task::spawn_blocking(move || {
             if nothing_left {
                 return Ok(());
             }
-            dispatch::read_rows(spec, builder, skip_rows, own_ids, invalid_lines, row_tx)
+            match kept {
+                Some(rows) => {
+                    dispatch::send_kept(rows, &skip_rows, &invalid_lines, row_tx);
+                    Ok(())
+                }
+                None => {
+                    dispatch::read_rows(spec, builder, skip_rows, own_ids, invalid_lines, row_tx)
+                }
+            }
         })
     };
     let writer = tokio::spawn(output::write_all(file, out_rx, summary, live.clone()));

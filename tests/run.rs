@@ -559,3 +559,40 @@ fn every_kind_of_bad_row_is_named_before_anything_is_sent() {
     assert!(stderr.contains("xml"), "{stderr}");
     assert_eq!(ep.stats().requests, 0);
 }
+
+#[test]
+fn a_large_input_is_read_again_for_the_run_and_resumes() {
+    // Over 8 MiB: validation does not keep the built requests, so the run reads and builds the
+    // input a second time. 300 rows of about 30 KB each, with a duplicate-id row skipped by
+    // --skip-invalid, to check that the second read skips what the first one found.
+    let ep = Endpoint::start(batchgen::mock::MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let pad = "lorem ipsum dolor sit amet ".repeat(1100);
+    let mut text = String::new();
+    for i in 1..=300 {
+        text.push_str(&format!(
+            "{{\"id\":\"r{i}\",\"prompt\":\"Question {i}: {pad}\"}}\n"
+        ));
+    }
+    text.push_str(&format!("{{\"id\":\"r7\",\"prompt\":\"again {pad}\"}}\n"));
+    assert!(text.len() > 8 << 20, "{} bytes", text.len());
+    let input = write(dir.path(), "big.jsonl", &text);
+    let out = dir.path().join("big.out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &ep.url(), &["--skip-invalid", "-c", "16"]);
+    assert_eq!(code, 1, "the duplicate is a failed row: {stderr}");
+    let recs = records(&out);
+    assert_eq!(recs.len(), 301);
+    let ok: Vec<_> = recs.iter().filter(|r| r["status"] == "ok").collect();
+    assert_eq!(ok.len(), 300);
+    for r in &ok {
+        let id = r["id"].as_str().expect("id");
+        let i: usize = id.trim_start_matches('r').parse().expect("number");
+        let prompt = format!("Question {i}: {pad}");
+        assert_eq!(r["content"].as_str(), Some(reply_for(&prompt).as_str()));
+    }
+    assert_eq!(ep.stats().requests, 300);
+    // The rerun sends nothing new for the done rows.
+    let (code, stderr) = run_io(&input, &out, &ep.url(), &["--skip-invalid", "-c", "16"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ep.stats().requests, 300);
+}
