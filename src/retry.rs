@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use reqwest::header::HeaderMap;
+use hyper::header::HeaderMap;
 use serde::Serialize;
 
 /// The error kinds of the output records (`error.kind`).
@@ -274,7 +274,7 @@ pub fn steps(first: Duration, max: Duration, retries: u32) -> Vec<Duration> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use hyper::header::HeaderValue;
 
     /// A header map from pairs (also used by the client's tests).
     pub(crate) fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
