@@ -1,5 +1,5 @@
 -- wrk script: POST the benchmark's chat body (read from the file named by $BENCH_BODY_FILE)
--- with the Content-Type and User-Agent that batchgen sends (reqwest adds `accept: */*`).
+-- with the Content-Type and User-Agent that batchgen sends (it sends no Accept header).
 local f = assert(io.open(assert(os.getenv("BENCH_BODY_FILE"), "BENCH_BODY_FILE not set"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
