@@ -30,17 +30,17 @@ fn totals_equal_the_endpoint_and_cost_follows_the_price_list() {
     for thinking in ["off", "on"] {
         let before = ep.stats();
         let out = dir.path().join(format!("out-{thinking}.jsonl"));
-        let (code, stderr) = run(&[
-            input.to_str().expect("path"),
-            "-o",
-            out.to_str().expect("path"),
-            "--base-url",
+        let (code, stderr) = run_io(
+            &input,
+            &out,
             &ep.url(),
-            "--thinking",
-            thinking,
-            "--summary-json",
-            sum.to_str().expect("path"),
-        ]);
+            &[
+                "--thinking",
+                thinking,
+                "--summary-json",
+                sum.to_str().expect("path"),
+            ],
+        );
         assert_eq!(code, 0, "{stderr}");
         let after = ep.stats();
         let s = summary(&sum);
@@ -189,15 +189,12 @@ fn max_cost_stops_near_the_cap_and_a_rerun_completes_every_row_once() {
     let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(400));
     let sum = dir.path().join("s.json");
     let full = dir.path().join("full.jsonl");
-    let (code, _) = run(&[
-        input.to_str().expect("path"),
-        "-o",
-        full.to_str().expect("path"),
-        "--base-url",
+    let (code, _) = run_io(
+        &input,
+        &full,
         &ep.url(),
-        "--summary-json",
-        sum.to_str().expect("path"),
-    ]);
+        &["--summary-json", sum.to_str().expect("path")],
+    );
     assert_eq!(code, 0);
     let full_cost = summary(&sum)["cost"].as_f64().expect("cost");
     let cap = full_cost / 2.0;
@@ -205,20 +202,12 @@ fn max_cost_stops_near_the_cap_and_a_rerun_completes_every_row_once() {
     let ok_before = ep.stats().ok;
     let capped = |extra: &[&str]| {
         let cap_text = format!("{cap}");
-        let mut a = vec![
-            input.to_str().expect("path"),
-            "-o",
-            out.to_str().expect("path"),
-            "--base-url",
-        ];
-        let url = ep.url();
-        a.push(&url);
-        a.extend_from_slice(&["--summary-json", sum.to_str().expect("path"), "-c", "16"]);
+        let mut a = vec!["--summary-json", sum.to_str().expect("path"), "-c", "16"];
         a.extend_from_slice(extra);
         if extra.is_empty() {
             a.extend_from_slice(&["--max-cost", &cap_text]);
         }
-        run(&a)
+        run_io(&input, &out, &ep.url(), &a)
     };
     let (code, stderr) = capped(&[]);
     assert_eq!(code, 3, "{stderr}");

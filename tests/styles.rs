@@ -138,18 +138,18 @@ fn json_output_is_parsed_and_invalid_json_is_retried_then_recorded() {
     for api in ["chat", "responses", "dashscope"] {
         let out = dir.path().join(format!("{api}.jsonl"));
         let before = ep.stats();
-        let (code, stderr) = run(&[
-            input.to_str().expect("path"),
-            "-o",
-            out.to_str().expect("path"),
-            "--base-url",
+        let (code, stderr) = run_io(
+            &input,
+            &out,
             &ep.url(),
-            "--api",
-            api,
-            "--json",
-            "--summary-json",
-            sum.to_str().expect("path"),
-        ]);
+            &[
+                "--api",
+                api,
+                "--json",
+                "--summary-json",
+                sum.to_str().expect("path"),
+            ],
+        );
         assert_eq!(code, 1, "{api}: {stderr}");
         // The rejected answers were billed: the totals still equal what the endpoint served.
         let s: Value =
@@ -267,19 +267,12 @@ fn a_streaming_only_model_switches_the_run_to_streaming() {
     for api in ["chat", "dashscope", "responses"] {
         let out = dir.path().join(format!("{api}.jsonl"));
         let before = ep.stats().bad_requests;
-        let (code, stderr) = run(&[
-            input.to_str().expect("path"),
-            "-o",
-            out.to_str().expect("path"),
-            "--base-url",
+        let (code, stderr) = run_io(
+            &input,
+            &out,
             &ep.url(),
-            "--api",
-            api,
-            "--model",
-            "mock-stream-only",
-            "-c",
-            "8",
-        ]);
+            &["--api", api, "--model", "mock-stream-only", "-c", "8"],
+        );
         assert_eq!(code, 0, "{api}: {stderr}");
         assert_eq!(
             stderr.matches("streaming this row and the rest").count(),

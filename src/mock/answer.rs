@@ -364,3 +364,14 @@ mod tests {
         }
     }
 }
+
+/// The token-detail objects of the usage blocks, spelled alike by all three styles.
+#[derive(Serialize, Clone, Copy)]
+pub(super) struct CachedTokens {
+    pub(super) cached_tokens: u64,
+}
+
+#[derive(Serialize, Clone, Copy)]
+pub(super) struct ReasoningTokens {
+    pub(super) reasoning_tokens: u64,
+}

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::answer::{Ask, Format, Generated, Stream, to_json, write_json};
+use super::answer::{
+    Ask, CachedTokens, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
+};
 use super::message::{RawFormat, RawMessage, conversation};
 use super::text::split_content;
 
@@ -101,16 +103,6 @@ struct Usage {
     /// Only with thinking.
     #[serde(skip_serializing_if = "Option::is_none")]
     completion_tokens_details: Option<ReasoningTokens>,
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct CachedTokens {
-    cached_tokens: u64,
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct ReasoningTokens {
-    reasoning_tokens: u64,
 }
 
 impl Usage {

@@ -8,7 +8,9 @@ use std::io::Write as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::answer::{Ask, Format, Generated, Stream, to_json, write_json};
+use super::answer::{
+    Ask, CachedTokens, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
+};
 use super::chat::{MAX_TOKENS_RANGE, THINKING_BUDGET_RANGE};
 use super::message::{Content, RawFormat, RawMessage, conversation};
 use super::text::{count_tokens, split_content};
@@ -146,16 +148,6 @@ struct Usage {
     total_tokens: u64,
     output_tokens_details: ReasoningTokens,
     prompt_tokens_details: CachedTokens,
-}
-
-#[derive(Serialize)]
-struct ReasoningTokens {
-    reasoning_tokens: u64,
-}
-
-#[derive(Serialize)]
-struct CachedTokens {
-    cached_tokens: u64,
 }
 
 fn usage(input: u64, output: u64, reasoning: u64) -> Usage {

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::answer::{Ask, Finish, Format, Generated, Stream, to_json, write_json};
+use super::answer::{
+    Ask, CachedTokens, Finish, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
+};
 use super::message::{Content, RawFormat, RawMessage, conversation};
 use super::text::split_content;
 
@@ -135,16 +137,6 @@ struct Usage {
     output_tokens: u64,
     output_tokens_details: ReasoningTokens,
     total_tokens: u64,
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct CachedTokens {
-    cached_tokens: u64,
-}
-
-#[derive(Serialize, Clone, Copy)]
-struct ReasoningTokens {
-    reasoning_tokens: u64,
 }
 
 #[derive(Serialize)]
