@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::flow::{Flow, Signal};
-use crate::input::{self, Item, Problem, RawRow};
+use crate::input::{self, Item, Problem};
 use crate::lock;
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
@@ -54,6 +54,8 @@ pub struct Plan {
     pub problem_count: u64,
     /// With `--skip-invalid`: every bad row, as (line, id for its record, reason).
     pub invalid: Vec<(u64, String, String)>,
+    /// The bad rows as found, before their ids can be resolved (see [`Plan::resolve_invalid`]).
+    pending: Vec<PendingInvalid>,
     /// Bit per row number: set for rows the run skips (done, or changed without
     /// `--rerun-changed`), so the run pass skips them without building their requests again.
     pub skip_rows: Vec<u64>,
@@ -124,27 +126,65 @@ fn set_bit(bits: &mut Vec<u64>, number: u64) {
     bits[i / 64] |= 1 << (i % 64);
 }
 
+/// A bad row as validation finds it: (line, row number, what its id field holds, reason).
+type PendingInvalid = (u64, u64, OwnId, String);
+
 impl Plan {
+    /// A problem with a row whose id cannot be used (an unreadable row, an unusable id).
     fn problem(&mut self, line: u64, reason: impl Into<String>) {
-        self.invalid_row(line, format!("line:{line}"), reason);
+        self.invalid_row(line, 0, Err(String::new()), reason);
     }
 
-    /// A problem with a row; `id` names its `invalid_input` record under `--skip-invalid`.
-    fn invalid_row(&mut self, line: u64, id: String, reason: impl Into<String>) {
+    /// A problem with a row. Under `--skip-invalid` it gets an `invalid_input` record, whose
+    /// id [`Plan::resolve_invalid`] gives once the whole input is read.
+    fn invalid_row(&mut self, line: u64, number: u64, own: OwnId, reason: impl Into<String>) {
         let reason = reason.into();
-        if self.keep_invalid && self.invalid.last().is_none_or(|(l, _, _)| *l != line) {
-            self.invalid.push((line, id, reason.clone()));
+        if self.keep_invalid {
+            self.pending.push((line, number, own, reason.clone()));
         }
         self.problem_count += 1;
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(Problem { line, reason });
         }
     }
+
+    /// Gives each bad row one `invalid_input` record (its reasons joined), with the id
+    /// [`record_id`] resolves for it.
+    fn resolve_invalid(&mut self, duplicates: &HashMap<u64, u64>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|p| p.0);
+        for (line, number, own, reason) in pending {
+            match self.invalid.last_mut() {
+                Some((l, _, r)) if *l == line => {
+                    r.push_str("; ");
+                    r.push_str(&reason);
+                }
+                _ => {
+                    let dup = duplicates.contains_key(&line);
+                    let id = record_id(line, number, &own, self.own_ids, dup);
+                    self.invalid.push((line, id, reason));
+                }
+            }
+        }
+    }
 }
 
-/// The id of a row: its own, or its row number when the input has no ids.
-fn resolve_id(row: &RawRow, own: Option<String>) -> String {
-    own.unwrap_or_else(|| row.number.to_string())
+/// What a row's id field holds, as [`input::row_id`] reads it: an id, none, or why it is
+/// unusable.
+pub type OwnId = Result<Option<String>, String>;
+
+/// The id of a row's record: the one piece of code by which `run` names records and `export`
+/// finds them. It is the row's own id (`own`), or its row number when no row of the input has
+/// an id (`own_ids` false); `line:N` for a row whose id is unusable, or missing while other
+/// rows have one; `ID#line:N` for a later row of a duplicate id (`duplicate`), valid or not.
+pub fn record_id(line: u64, number: u64, own: &OwnId, own_ids: bool, duplicate: bool) -> String {
+    match own {
+        Err(_) => format!("line:{line}"),
+        Ok(Some(id)) if duplicate => format!("{id}#line:{line}"),
+        Ok(Some(id)) => id.clone(),
+        Ok(None) if own_ids => format!("line:{line}"),
+        Ok(None) => number.to_string(),
+    }
 }
 
 /// Reads the whole input once, building every request. It needs nothing from the output, so
@@ -162,8 +202,12 @@ pub fn validate(
         ..Plan::default()
     };
     let mut any_id = false;
+    // Rows without an id, by row number; invalid only if other rows have one.
     let mut without_id: Vec<u64> = Vec::new();
-    let mut without_id_count = 0u64;
+    // Rows that failed to build, as (id key, line): they count for duplicates too.
+    let mut bad_with_id: Vec<(u128, u32)> = Vec::new();
+    // Rows without an id that failed to build, as (line, row number).
+    let mut bad_without_id: Vec<(u64, u64)> = Vec::new();
     for item in input::open(spec)? {
         let row = match item? {
             Item::Row(row) => row,
@@ -174,27 +218,20 @@ pub fn validate(
             }
         };
         plan.rows_total += 1;
-        let own = match input::row_id(&row.fields, builder.id_field()) {
-            Ok(id) => id,
+        let own = input::row_id(&row.fields, builder.id_field());
+        match &own {
             Err(reason) => {
-                plan.problem(row.line, reason);
+                plan.problem(row.line, reason.clone());
                 continue;
             }
-        };
-        match &own {
             // Duplicates are found after the pass, by sorting the planned rows.
-            Some(_) => any_id = true,
-            None => {
-                without_id_count += 1;
-                if without_id.len() < MAX_PROBLEMS {
-                    without_id.push(row.line);
-                }
-            }
+            Ok(Some(_)) => any_id = true,
+            Ok(None) => set_bit(&mut without_id, row.number),
         }
-        let own_id = own.clone();
-        match builder.build(&row, resolve_id(&row, own)) {
+        // Built with the row's own id or its number; a row without an id in an input with ids
+        // is invalid (below), so it is never sent under that number.
+        match builder.build(&row, record_id(row.line, row.number, &own, false, false)) {
             Ok(p) => {
-                // `p.id` is the row's own id, or its number when it has none.
                 let number = u32::try_from(row.number).unwrap_or(u32::MAX);
                 let line = u32::try_from(row.line).unwrap_or(u32::MAX);
                 plan.rows.push((id_key(&p.id), p.hash, number, line));
@@ -210,50 +247,81 @@ pub fn validate(
                     }
                 }
             }
-            Err(reason) => match &own_id {
-                Some(id) => plan.invalid_row(row.line, id.clone(), reason),
-                None => plan.invalid_row(row.line, row.number.to_string(), reason),
-            },
+            Err(reason) => {
+                match &own {
+                    Ok(Some(id)) => {
+                        let line = u32::try_from(row.line).unwrap_or(u32::MAX);
+                        bad_with_id.push((id_key(id), line));
+                    }
+                    _ => bad_without_id.push((row.line, row.number)),
+                }
+                plan.invalid_row(row.line, row.number, own, reason);
+            }
         }
     }
     plan.own_ids = any_id;
-    if any_id {
-        find_duplicates(spec, builder, &mut plan)?;
-    }
-    if plan.own_ids && without_id_count > 0 {
-        for line in without_id {
-            plan.problem(
-                line,
-                format!(
-                    "no `{}` field, while other rows have one",
-                    builder.id_field()
-                ),
-            );
+    if any_id && !without_id.is_empty() {
+        let reason = format!(
+            "no `{}` field, while other rows have one",
+            builder.id_field()
+        );
+        // The valid ones leave the plan: they are not sent, nor counted as done.
+        let mut idless = Vec::new();
+        plan.rows.retain(|r| {
+            let keep = !bit(&without_id, u64::from(r.2));
+            if !keep {
+                idless.push((u64::from(r.3), u64::from(r.2)));
+            }
+            keep
+        });
+        for (line, number) in idless.into_iter().chain(bad_without_id) {
+            plan.invalid_row(line, number, Ok(None), reason.clone());
         }
-        plan.problem_count += without_id_count.saturating_sub(MAX_PROBLEMS as u64);
     }
+    let duplicates = match any_id {
+        true => find_duplicates(spec, builder, &mut plan, bad_with_id)?,
+        false => HashMap::new(),
+    };
+    plan.resolve_invalid(&duplicates);
     plan.problems.sort_by_key(|p| p.line);
-    plan.invalid.sort_by_key(|(line, _, _)| *line);
     Ok(plan)
 }
 
-/// Reports every row whose id an earlier row already has. The planned rows are sorted by id
-/// (their order does not matter to `resume`), so a duplicate follows its first row; a second
-/// read of the input, only when there are duplicates, fetches their ids for the messages.
-fn find_duplicates(spec: &InputSpec, builder: &Builder, plan: &mut Plan) -> std::io::Result<()> {
+/// Reports every row whose id an earlier row already has, valid or not: the later row of a
+/// duplicate is invalid whichever of the two could be sent. The planned rows are sorted by id
+/// (their order does not matter to `resume`) and walked together with the invalid rows' ids,
+/// so a duplicate follows its first row; a second read of the input, only when there are
+/// duplicates, fetches their ids for the messages. Returns the duplicates' lines, each with
+/// the line of its first row.
+fn find_duplicates(
+    spec: &InputSpec,
+    builder: &Builder,
+    plan: &mut Plan,
+    mut bad: Vec<(u128, u32)>,
+) -> std::io::Result<HashMap<u64, u64>> {
     plan.rows.sort_unstable_by_key(|r| (r.0, r.3));
+    bad.sort_unstable();
     let mut dups: HashMap<u64, u64> = HashMap::new();
-    let mut first_line = 0;
-    for i in 0..plan.rows.len() {
-        let (key, _, _, line) = plan.rows[i];
-        if i > 0 && plan.rows[i - 1].0 == key {
-            dups.insert(u64::from(line), first_line);
-        } else {
-            first_line = u64::from(line);
+    let mut valid = plan.rows.iter().map(|r| (r.0, r.3)).peekable();
+    let mut invalid = bad.into_iter().peekable();
+    let mut last: Option<(u128, u64)> = None;
+    loop {
+        let next = match (valid.peek(), invalid.peek()) {
+            (Some(v), Some(b)) if b < v => invalid.next(),
+            (Some(_), _) => valid.next(),
+            (None, _) => invalid.next(),
+        };
+        let Some((key, line)) = next else { break };
+        let line = u64::from(line);
+        match last {
+            Some((k, first)) if k == key => {
+                dups.insert(line, first);
+            }
+            _ => last = Some((key, line)),
         }
     }
     if dups.is_empty() {
-        return Ok(());
+        return Ok(dups);
     }
     for item in input::open(spec)? {
         let Item::Row(row) = item? else { continue };
@@ -261,14 +329,11 @@ fn find_duplicates(spec: &InputSpec, builder: &Builder, plan: &mut Plan) -> std:
             continue;
         };
         if let Ok(Some(id)) = input::row_id(&row.fields, builder.id_field()) {
-            plan.invalid_row(
-                row.line,
-                format!("{id}#line:{}", row.line),
-                format!("duplicate id `{id}` (first on line {first})"),
-            );
+            let reason = format!("duplicate id `{id}` (first on line {first})");
+            plan.invalid_row(row.line, row.number, Ok(Some(id)), reason);
         }
     }
-    Ok(())
+    Ok(dups)
 }
 
 /// Why the run stopped before the end of the input.
@@ -528,15 +593,14 @@ pub fn read_rows(
         if bit(&skip_rows, row.number) || invalid_lines.contains(&row.line) {
             continue;
         }
-        let own = if own_ids {
-            input::row_id(&row.fields, builder.id_field())
-                .ok()
-                .flatten()
-        } else {
-            None
+        let own = match own_ids {
+            true => input::row_id(&row.fields, builder.id_field()),
+            false => Ok(None),
         };
+        // Rows validation found invalid were skipped above; they are not read again here.
+        let id = record_id(row.line, row.number, &own, own_ids, false);
         // The validation pass built this row already; a failure here means the file changed.
-        let Ok(prepared) = builder.build(&row, resolve_id(&row, own)) else {
+        let Ok(prepared) = builder.build(&row, id) else {
             continue;
         };
         if !out.push(prepared) {

@@ -741,17 +741,11 @@ fn check_input(
     Ok(plan)
 }
 
-/// The id `run` gave a row (see the module docs).
+/// The id `run` gave a row (see the module docs), by the code `run` names records with.
 fn join_id(row: &RawRow, id_field: &str, plan: &Plan) -> String {
-    match input::row_id(&row.fields, id_field) {
-        Err(_) => format!("line:{}", row.line),
-        Ok(Some(id)) if plan.duplicates.contains(&row.number) => {
-            format!("{id}#line:{}", row.line)
-        }
-        Ok(Some(id)) => id,
-        Ok(None) if plan.own_ids => format!("line:{}", row.line),
-        Ok(None) => row.number.to_string(),
-    }
+    let own = input::row_id(&row.fields, id_field);
+    let duplicate = plan.duplicates.contains(&row.number);
+    crate::dispatch::record_id(row.line, row.number, &own, plan.own_ids, duplicate)
 }
 
 // ---- Pass 3: the rows written, each with its record ----
