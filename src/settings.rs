@@ -442,6 +442,16 @@ fn rebase(base: Option<&Path>, p: PathBuf) -> PathBuf {
     }
 }
 
+/// Whether two paths name one existing file: the same device and inode, which a symlink to
+/// it or a hard link shares.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Resolves a `run` command line into settings. `env` looks up environment variables.
 pub fn resolve(
     args: RunArgs,
@@ -484,6 +494,14 @@ pub fn resolve(
         None if stdin => return Err(bad("reading stdin needs --output FILE")),
         None => default_output(&input_path),
     };
+    if !stdin && same_file(&output, &input_path) {
+        return Err(bad(format!(
+            "-o {}: that is the input file ({}); the results would be appended to it: \
+             choose another output",
+            output.display(),
+            input_path.display()
+        )));
+    }
 
     let api = args.api.or(job.api).unwrap_or(ApiStyle::Chat);
     let region = args.region.or(job.region).unwrap_or(Region::Intl);
