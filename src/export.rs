@@ -66,6 +66,7 @@
 //! distinct column names of a JSONL input).
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -79,7 +80,7 @@ use serde_json::Value;
 use crate::Exit;
 use crate::cli::{ExportArgs, InputFormat};
 use crate::input::{self, Item, RawRow};
-use crate::output::resume::id_key;
+use crate::output::resume::{self, id_key};
 use crate::settings::format_of;
 use crate::settings::{InputSpec, default_output};
 
@@ -418,11 +419,12 @@ impl Hasher for KeyHasher {
     }
 }
 
-/// Id key -> byte offset of the id's latest record, or [`NO_RECORD`]; [`SEEN`] marks ids an
-/// input row has (pass 2).
+/// Id key -> byte offset of the id's latest record, or [`NO_RECORD`]; [`OK`] marks an ok
+/// latest record, [`SEEN`] ids an input row has (pass 2).
 type Index = HashMap<Key, u64, BuildHasherDefault<KeyHasher>>;
 const SEEN: u64 = 1 << 63;
-const NO_RECORD: u64 = SEEN - 1;
+const OK: u64 = 1 << 62;
+const NO_RECORD: u64 = OK - 1;
 
 /// What pass 1 learnt from RESULTS.
 struct Results {
@@ -433,13 +435,9 @@ struct Results {
     has_parsed: bool,
 }
 
-/// The part of a record that makes a line a record.
+/// Whether a record has `parsed` (a `--json` or `--json-schema` run).
 #[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(rename = "status")]
-    _status: IgnoredAny,
+struct Parsed {
     #[serde(default)]
     parsed: Option<IgnoredAny>,
 }
@@ -473,20 +471,34 @@ fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results, ExportErro
             break;
         }
         line_no += 1;
-        match serde_json::from_slice::<Head>(&line) {
-            Ok(head) => {
-                results.index.insert(Key::of(&head.id), offset);
-                results.has_parsed |= head.parsed.is_some();
+        // Lines are read as the resume scan reads them, and the latest record chosen alike.
+        match resume::classify(&line) {
+            resume::Line::Record(head) => {
+                let flagged = offset | if head.ok { OK } else { 0 };
+                match results.index.entry(Key::of(&head.id)) {
+                    Entry::Occupied(mut e) => {
+                        if head.supersedes(*e.get() & OK != 0) {
+                            e.insert(flagged);
+                        }
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(flagged);
+                    }
+                }
+                if !results.has_parsed && head.ok {
+                    results.has_parsed =
+                        serde_json::from_slice::<Parsed>(&line).is_ok_and(|p| p.parsed.is_some());
+                }
             }
-            Err(_) if line.iter().all(u8::is_ascii_whitespace) => {}
+            resume::Line::Blank => {}
             // A crash cut the last record short: `run` would drop it and send the row again.
-            Err(_) if line.last() != Some(&b'\n') => {
+            resume::Line::NotRecord if line.last() != Some(&b'\n') => {
                 let _ = writeln!(
                     diag,
                     "{name}:{line_no}: ignored a torn last line ({n} bytes) left by an interrupted run"
                 );
             }
-            Err(_) => {
+            resume::Line::NotRecord => {
                 skipped += 1;
                 if skipped <= MAX_PROBLEMS as u64 {
                     let _ = writeln!(diag, "{name}:{line_no}: not a result record; skipped");
@@ -814,7 +826,7 @@ impl RecordReader {
     }
 
     fn read_at(&mut self, offset: u64) -> io::Result<&[u8]> {
-        // Offsets are below 2^63 (the table's flag bit), so the difference fits.
+        // Offsets are below 2^62 (the table's flag bits), so the difference fits.
         self.reader.seek_relative(offset as i64 - self.pos as i64)?;
         self.line.clear();
         let n = self.reader.read_until(b'\n', &mut self.line)?;
@@ -940,7 +952,7 @@ impl Job<'_> {
             let offset = self
                 .index
                 .get(&Key::of(&id))
-                .map(|slot| slot & !SEEN)
+                .map(|slot| slot & !(SEEN | OK))
                 .filter(|&o| o != NO_RECORD);
             let line = match offset {
                 Some(o) => Some(
@@ -1077,7 +1089,7 @@ mod tests {
         let diag = String::from_utf8(diag).expect("utf8");
         assert_eq!(r.latest, 2);
         assert!(r.has_parsed);
-        assert_eq!(r.index.get(&Key::of("a")), Some(&a_at));
+        assert_eq!(r.index.get(&Key::of("a")), Some(&(a_at | OK)));
         assert_eq!(r.index.get(&Key::of("c")), None);
         assert!(diag.contains(":2: not a result record; skipped"), "{diag}");
         assert!(
@@ -1087,7 +1099,7 @@ mod tests {
 
         let mut reader = RecordReader::open(f.path()).expect("open");
         let b = reader
-            .read_at(r.index[&Key::of("b")])
+            .read_at(r.index[&Key::of("b")] & !OK)
             .expect("read")
             .to_vec();
         assert!(b.starts_with(b"{\"id\":\"b\""));

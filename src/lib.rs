@@ -399,13 +399,29 @@ async fn run_settings(
             plan.invalid.len()
         ));
     }
+    // A repair of the file is said even with -q: the file was changed.
+    match (prev.torn_bytes > 0, settings.dry_run) {
+        (true, false) => say(format_args!(
+            "{output_name}: dropped a torn last line ({} bytes) left by an interrupted run; its row runs again",
+            prev.torn_bytes
+        )),
+        (true, true) => say(format_args!(
+            "{output_name}: the last line is torn ({} bytes, left by an interrupted run); a run drops it and sends its row again",
+            prev.torn_bytes
+        )),
+        (false, _) => {}
+    }
+    if prev.newline_added {
+        say(format_args!(
+            "{output_name}: the last line had no newline; it is a whole record, so it is kept{}",
+            if settings.dry_run {
+                " (a run adds the newline)"
+            } else {
+                " and the newline was added"
+            }
+        ));
+    }
     if !settings.quiet {
-        if prev.torn_bytes > 0 {
-            say(format_args!(
-                "{output_name}: dropped a torn last line ({} bytes) left by an interrupted run; its row runs again",
-                prev.torn_bytes
-            ));
-        }
         for line in prev.unreadable.iter().take(dispatch::MAX_PROBLEMS) {
             say(format_args!(
                 "{output_name}:{line}: not a result record; ignored"
