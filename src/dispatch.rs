@@ -87,10 +87,16 @@ impl Plan {
     }
 
     /// Counts the rows done before and marks those the run skips: done with the same
-    /// request, or changed without `--rerun-changed`.
+    /// request, or changed without `--rerun-changed`. A row that is invalid (the later row of
+    /// a duplicate id) is neither: it gets its `invalid_input` record.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
         let estimates = self.estimates.take().unwrap_or_default();
-        for (key, hash, number, _) in std::mem::take(&mut self.rows) {
+        let invalid: std::collections::HashSet<u64> =
+            self.invalid.iter().map(|(line, _, _)| *line).collect();
+        for (key, hash, number, line) in std::mem::take(&mut self.rows) {
+            if invalid.contains(&u64::from(line)) {
+                continue;
+            }
             let number = u64::from(number);
             let skip = match prev.status_by_key(key, hash) {
                 Status::Done => {
