@@ -7,8 +7,10 @@
 //! `--id-field` value (or `custom_id`) through [`input::row_id`]; the 1-based row number when
 //! no row has an id; and, for the rows `run --skip-invalid` turned into `invalid_input`
 //! records, `line:N` (an unusable id, or no id while other rows have one) and `ID#line:N` (the
-//! later row of a duplicate id). When RESULTS holds several records for an id (a resumed run
-//! not yet compacted), the latest line wins, as it does for resume.
+//! later row of a duplicate id), all by [`crate::dispatch::record_id`], the code `run` names
+//! records with. When RESULTS holds several records for an id (a resumed run not yet
+//! compacted), the latest line wins, as it does for resume (an `invalid_input` record never
+//! replaces an `ok` one); lines are read by [`resume::classify`], as resume reads them.
 //!
 //! # Output
 //!
