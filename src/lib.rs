@@ -372,6 +372,28 @@ async fn run_settings(
         .await
         .map_err(|e| Failed(Exit::Stopped, format!("the resume scan failed: {e}")))?
         .map_err(|e| Failed(Exit::Stopped, format!("cannot read {output_name}: {e}")))?;
+    // A repair of the file is said even with -q, and even when the input is then refused.
+    match (prev.torn_bytes > 0, settings.dry_run) {
+        (true, false) => say(format_args!(
+            "{output_name}: dropped a torn last line ({} bytes) left by an interrupted run; its row runs again",
+            prev.torn_bytes
+        )),
+        (true, true) => say(format_args!(
+            "{output_name}: the last line is torn ({} bytes, left by an interrupted run); a run drops it and sends its row again",
+            prev.torn_bytes
+        )),
+        (false, _) => {}
+    }
+    if prev.newline_added {
+        say(format_args!(
+            "{output_name}: the last line had no newline; it is a whole record, so it is kept{}",
+            if settings.dry_run {
+                " (a run adds the newline)"
+            } else {
+                " and the newline was added"
+            }
+        ));
+    }
     let mut plan = validation
         .await
         .map_err(|e| usage(format!("validation failed: {e}")))?
@@ -397,28 +419,6 @@ async fn run_settings(
         say(format_args!(
             "--skip-invalid: {} invalid rows get invalid_input records; the rest run",
             plan.invalid.len()
-        ));
-    }
-    // A repair of the file is said even with -q: the file was changed.
-    match (prev.torn_bytes > 0, settings.dry_run) {
-        (true, false) => say(format_args!(
-            "{output_name}: dropped a torn last line ({} bytes) left by an interrupted run; its row runs again",
-            prev.torn_bytes
-        )),
-        (true, true) => say(format_args!(
-            "{output_name}: the last line is torn ({} bytes, left by an interrupted run); a run drops it and sends its row again",
-            prev.torn_bytes
-        )),
-        (false, _) => {}
-    }
-    if prev.newline_added {
-        say(format_args!(
-            "{output_name}: the last line had no newline; it is a whole record, so it is kept{}",
-            if settings.dry_run {
-                " (a run adds the newline)"
-            } else {
-                " and the newline was added"
-            }
         ));
     }
     if !settings.quiet {
