@@ -263,7 +263,7 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<Report, ExportErro
             (opts.results.as_path(), "the results file"),
             (input_path, "the input"),
         ] {
-            if same_file(out, path) {
+            if crate::settings::same_file(out, path) {
                 return Err(usage(format!(
                     "-o {}: that is {what}; write the export to another file",
                     out.display()
@@ -316,14 +316,6 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<Report, ExportErro
     }
     report.unmatched = results.latest.saturating_sub(report.ok + report.failed);
     Ok(report)
-}
-
-/// Whether two paths name the same existing file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 /// Writes a file through a temporary file beside it, renamed into place only on success.

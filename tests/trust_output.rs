@@ -303,6 +303,11 @@ fn compaction_through_a_symlink_rewrites_its_target() {
         v
     };
     assert_eq!(names(&store), ["results.jsonl", "results.jsonl.lock"]);
+    // The link and its target share one lock: the one beside the target.
+    assert!(
+        !dir.path().join("latest.jsonl.lock").exists(),
+        "a run through the link took a lock of its own"
+    );
 }
 
 #[test]

@@ -11,8 +11,11 @@ pub struct OutputLock {
     _file: fs_err::File,
 }
 
+/// The lock file of `output`: beside the file it names, so that a symlink to the results file
+/// and the file itself take the same lock.
 pub fn lock_path(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
+    let real = std::fs::canonicalize(output).unwrap_or_else(|_| output.to_path_buf());
+    let mut name = real.into_os_string();
     name.push(".lock");
     PathBuf::from(name)
 }
