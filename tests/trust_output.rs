@@ -349,3 +349,33 @@ fn a_corrupt_middle_line_is_read_alike_by_the_scan_and_the_compaction() {
     assert_eq!(again["r1"], recs["r1"]);
     assert_eq!(again["r3"], recs["r3"]);
 }
+
+#[test]
+fn fresh_through_a_symlink_keeps_the_link_and_moves_its_target_aside() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(3));
+    let store = dir.path().join("store");
+    std::fs::create_dir(&store).expect("mkdir");
+    let target = store.join("results.jsonl");
+    let (code, stderr) = run_io(&input, &target, &ep.url(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let link = dir.path().join("latest.jsonl");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let (code, stderr) = run_io(&input, &link, &ep.url(), &["--fresh"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink(),
+        "the link was moved aside or replaced"
+    );
+    assert_eq!(records(&store.join("results.jsonl.prev")).len(), 3);
+    assert_eq!(
+        records(&target).len(),
+        3,
+        "the new results are in the target"
+    );
+    assert_eq!(ep.stats().requests, 6);
+}

@@ -176,11 +176,14 @@ pub async fn write_all(
 }
 
 /// Moves an existing results file aside for `--fresh`: to `FILE.prev`, or `FILE.prev.N` when
-/// that is taken, so that nothing written before is destroyed. Returns where it went.
+/// that is taken, so that nothing written before is destroyed. Returns where it went. When
+/// `output` is a symlink, the file it points to is moved and the link stays, so the new
+/// results are written through it.
 pub fn keep_previous(output: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
     if !output.exists() {
         return Ok(None);
     }
+    let output = &fs_err::canonicalize(output)?;
     let base = {
         let mut n = output.as_os_str().to_owned();
         n.push(".prev");
