@@ -88,6 +88,11 @@ die() {
 for tool in python3 curl /usr/bin/time; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
+if ! command -v wrk >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing wrk (apt-get install wrk)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } >&2 ||
+        log "warning: apt-get install wrk failed"
+fi
 command -v wrk >/dev/null || die "wrk is required (Debian: apt-get install wrk)"
 
 # ---------------------------------------------------------------------------------------------
