@@ -155,7 +155,10 @@ mod tests {
 
     #[test]
     fn jsonl_byte_order_mark_is_skipped() {
-        let rows = read(InputFormat::Jsonl, b"\xef\xbb\xbf{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n");
+        let rows = read(
+            InputFormat::Jsonl,
+            b"\xef\xbb\xbf{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n",
+        );
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(Result::is_ok));
     }
