@@ -363,9 +363,7 @@ pub fn parse_deadline(text: &str, now: std::time::SystemTime) -> Result<Duration
             .duration_since(now)
             .map_err(|_| bad(format!("--deadline {text} has already passed")))?;
         if d > MAX_DURATION {
-            return Err(bad(format!(
-                "--deadline {text} is more than 365 days away"
-            )));
+            return Err(bad(format!("--deadline {text} is more than 365 days away")));
         }
         return Ok(d);
     }
@@ -412,15 +410,21 @@ pub fn default_base_url(api: ApiStyle, region: Region) -> String {
     }
 }
 
-/// Whether a base URL points at this machine (a local server may need no key).
+/// Whether a base URL points at this machine (a local server may need no key): its host, as
+/// the URL parser reads it, is `localhost` or a loopback address (127.0.0.0/8, `::1`).
 fn is_loopback(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "localhost" | "[::1]") || host.starts_with("127.")
+    let Some(host) = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+    else {
+        return false;
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The default output path: the input with its extensions replaced by `.results.jsonl`.
@@ -814,7 +818,9 @@ mod tests {
         assert!(parse_duration("timeout", "soon").is_err());
         assert!(parse_duration("timeout", "365d").is_ok());
         for huge in ["1e20", "366d", "1e300", "600000000000y"] {
-            let e = parse_duration("timeout", huge).map(|_| ()).map_err(|e| e.to_string());
+            let e = parse_duration("timeout", huge)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
             assert!(e.is_err_and(|e| e.contains("--timeout")), "{huge}");
         }
     }
@@ -839,6 +845,29 @@ mod tests {
         let mut a = args("x.jsonl");
         a.base_url = Some("http://127.0.0.1:9/v1".into());
         assert!(resolve(a, |_| None).is_ok());
+    }
+
+    #[test]
+    fn loopback_is_read_from_the_parsed_host() {
+        for url in [
+            "http://127.0.0.1:9/v1",
+            "http://127.1.2.3",
+            "http://[::1]:8/v1",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["https://LocalHost/v1", "http://localhost:80"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://127.evil.example/v1",
+            "http://localhost.evil.example",
+            "http://127.0.0.1@evil.example/",
+            "http://[::2]/v1",
+            "http://10.0.0.1/v1",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
     }
 
     #[test]
