@@ -60,6 +60,8 @@ pub struct Client {
     uri: hyper::Uri,
     /// The `Authorization` header, marked sensitive so that it is never printed.
     auth: Option<HeaderValue>,
+    /// The key, to take out of whatever text the server sends back in a failure.
+    key: Option<ApiKey>,
     /// Whether the endpoint is OpenAI's own, where `insufficient_quota` means billing.
     openai: bool,
     /// The most an attempt may take, from connecting to the last byte of the answer.
@@ -120,6 +122,7 @@ impl Client {
             flow,
             uri,
             auth,
+            key: key.cloned(),
             openai: base_url.contains("api.openai.com"),
             timeout,
         })
@@ -130,10 +133,12 @@ impl Client {
         matches!(self.http, Http::Proxied(_))
     }
 
-    /// Sends one attempt, streamed or not, within `--timeout` from start to end.
+    /// Sends one attempt, streamed or not, within `--timeout` from start to end. A failure's
+    /// text leaves here with the key taken out (a server may echo it), so that no record,
+    /// message or summary can show it.
     pub async fn attempt(&self, body: &Bytes, stream: bool) -> Result<Reply, Failure> {
         match tokio::time::timeout(self.timeout, self.exchange(body, stream)).await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|f| self.scrubbed(f)),
             // The request was (or may have been) sent: it may be billed.
             Err(_) => Err(Failure::new(
                 ErrorKind::Timeout,
@@ -144,6 +149,14 @@ impl Client {
             )
             .billed()),
         }
+    }
+
+    fn scrubbed(&self, mut f: Failure) -> Failure {
+        if let Some(key) = &self.key {
+            f.message = key.scrub(&f.message);
+            f.code = f.code.map(|c| key.scrub(&c));
+        }
+        f
     }
 
     async fn exchange(&self, body: &Bytes, stream: bool) -> Result<Reply, Failure> {

@@ -33,6 +33,94 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Takes the key out of a text the server sent (an error message may echo what it got,
+    /// masked or not: OpenAI's 401 says `sk-proj-****...abcd`). A masked form whose visible
+    /// ends match the key's, and every run of [`KEY_PIECE`] or more characters that is part of
+    /// the key, become `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        scrub_pieces(&scrub_masked(text, &self.0), &self.0)
+    }
+}
+
+/// The shortest run of the key's characters that [`ApiKey::scrub`] takes out of a text.
+pub const KEY_PIECE: usize = 6;
+
+/// Replaces each word made of key-like characters around a mask (three or more `*`, `.` or
+/// `…`) with `***` when its visible start begins the key or its visible end ends it.
+fn scrub_masked(text: &str, key: &str) -> String {
+    let keyish = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let maskish = |c: char| matches!(c, '*' | '.' | '…');
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let start = i;
+        let mut j = i;
+        while j < chars.len() && keyish(chars[j].1) {
+            j += 1;
+        }
+        let head_end = j;
+        while j < chars.len() && maskish(chars[j].1) {
+            j += 1;
+        }
+        let mask_end = j;
+        while j < chars.len() && keyish(chars[j].1) {
+            j += 1;
+        }
+        let at = |k: usize| chars.get(k).map_or(text.len(), |c| c.0);
+        let head = &text[at(start)..at(head_end)];
+        let tail = &text[at(mask_end)..at(j)];
+        let masked = mask_end - head_end >= 3
+            && ((head.len() >= 2 && key.starts_with(head))
+                || (tail.len() >= 2 && key.ends_with(tail)));
+        if masked {
+            out.push_str("***");
+            i = j;
+        } else {
+            // Not a masked key: keep the first character and look again from the next.
+            out.push(chars[start].1);
+            i = start + 1;
+        }
+    }
+    out
+}
+
+/// Replaces every run of at least [`KEY_PIECE`] characters that is also a run of the key with
+/// `***`.
+fn scrub_pieces(text: &str, key: &str) -> String {
+    let (t, k) = (text.as_bytes(), key.as_bytes());
+    let least = KEY_PIECE.min(k.len()).max(1);
+    let mut covered = vec![false; t.len()];
+    for i in 0..t.len() {
+        let longest = (0..k.len())
+            .map(|s| {
+                t[i..]
+                    .iter()
+                    .zip(&k[s..])
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        if longest >= least {
+            covered[i..i + longest].fill(true);
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_run = false;
+    for (at, c) in text.char_indices() {
+        if covered[at..at + c.len_utf8()].contains(&true) {
+            if !in_run {
+                out.push_str("***");
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
 }
 
 impl fmt::Debug for ApiKey {
@@ -352,12 +440,20 @@ fn expand_env(
     Ok(())
 }
 
+/// The longest duration any flag takes. Longer ones are typos, and would overflow the clock
+/// when added to the present.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses `--deadline`: a duration from now, or an RFC 3339 time (which must be in the future).
 pub fn parse_deadline(text: &str, now: std::time::SystemTime) -> Result<Duration, ConfigError> {
     if let Ok(at) = humantime::parse_rfc3339_weak(text.trim()) {
-        return at
+        let d = at
             .duration_since(now)
-            .map_err(|_| bad(format!("--deadline {text} has already passed")));
+            .map_err(|_| bad(format!("--deadline {text} has already passed")))?;
+        if d > MAX_DURATION {
+            return Err(bad(format!("--deadline {text} is more than 365 days away")));
+        }
+        return Ok(d);
     }
     let d = parse_duration("deadline", text)?;
     if d.is_zero() {
@@ -366,20 +462,26 @@ pub fn parse_deadline(text: &str, now: std::time::SystemTime) -> Result<Duration
     Ok(d)
 }
 
-/// Parses a duration flag: humantime (`90s`, `2m`, `500ms`) or a bare number of seconds.
+/// Parses a duration flag: humantime (`90s`, `2m`, `500ms`) or a bare number of seconds, at
+/// most [`MAX_DURATION`].
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
     let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
+    let d = match t.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        }
+        _ => humantime::parse_duration(t).map_err(|e| {
+            bad(format!(
+                "--{flag}: `{text}` is not a duration ({e}); use e.g. 30s, 2m or 500ms"
+            ))
+        })?,
+    };
+    if d > MAX_DURATION {
+        return Err(bad(format!(
+            "--{flag}: `{text}` is too long: at most 365 days"
+        )));
     }
-    humantime::parse_duration(t).map_err(|e| {
-        bad(format!(
-            "--{flag}: `{text}` is not a duration ({e}); use e.g. 30s, 2m or 500ms"
-        ))
-    })
+    Ok(d)
 }
 
 /// The default base URL of an API style in a DashScope region.
@@ -396,15 +498,21 @@ pub fn default_base_url(api: ApiStyle, region: Region) -> String {
     }
 }
 
-/// Whether a base URL points at this machine (a local server may need no key).
+/// Whether a base URL points at this machine (a local server may need no key): its host, as
+/// the URL parser reads it, is `localhost` or a loopback address (127.0.0.0/8, `::1`).
 fn is_loopback(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "localhost" | "[::1]") || host.starts_with("127.")
+    let Some(host) = url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+    else {
+        return false;
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The default output path: the input with its extensions replaced by `.results.jsonl`.
@@ -814,6 +922,13 @@ mod tests {
             Some(Duration::from_secs(120))
         );
         assert!(parse_duration("timeout", "soon").is_err());
+        assert!(parse_duration("timeout", "365d").is_ok());
+        for huge in ["1e20", "366d", "1e300", "600000000000y"] {
+            let e = parse_duration("timeout", huge)
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            assert!(e.is_err_and(|e| e.contains("--timeout")), "{huge}");
+        }
     }
 
     #[test]
@@ -836,6 +951,45 @@ mod tests {
         let mut a = args("x.jsonl");
         a.base_url = Some("http://127.0.0.1:9/v1".into());
         assert!(resolve(a, |_| None).is_ok());
+    }
+
+    #[test]
+    fn loopback_is_read_from_the_parsed_host() {
+        for url in [
+            "http://127.0.0.1:9/v1",
+            "http://127.1.2.3",
+            "http://[::1]:8/v1",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in ["https://LocalHost/v1", "http://localhost:80"] {
+            assert!(is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://127.evil.example/v1",
+            "http://localhost.evil.example",
+            "http://127.0.0.1@evil.example/",
+            "http://[::2]/v1",
+            "http://10.0.0.1/v1",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn scrub_takes_out_pieces_and_masked_forms_of_the_key() {
+        let key = ApiKey("sk-proj-Q7vR2mXk9LpZ4tNw8HsJ3cYb".into());
+        assert_eq!(
+            key.scrub("Incorrect API key provided: sk-proj-**********3cYb. See the docs..."),
+            "Incorrect API key provided: ***. See the docs..."
+        );
+        assert_eq!(key.scrub("got `Xk9LpZ4t` instead"), "got `***` instead");
+        assert_eq!(key.scrub("key sk-...3cYb is wrong"), "key *** is wrong");
+        assert_eq!(key.scrub("Q7vR2"), "Q7vR2");
+        assert_eq!(key.scrub("loading... ** ok"), "loading... ** ok");
+        assert_eq!(key.scrub("überQ7vR2mXk9 ✓"), "über*** ✓");
+        let text = key.scrub("a sk-proj-Q7vR2mXk9LpZ4tNw8HsJ3cYb b");
+        assert_eq!(text, "a *** b");
     }
 
     #[test]

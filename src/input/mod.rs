@@ -154,6 +154,16 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_byte_order_mark_is_skipped() {
+        let rows = read(
+            InputFormat::Jsonl,
+            b"\xef\xbb\xbf{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n",
+        );
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(Result::is_ok));
+    }
+
+    #[test]
     fn csv_quoted_newlines_keep_line_numbers() {
         let rows = read(
             InputFormat::Csv,

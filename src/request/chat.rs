@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::stream::{Progress, StreamError};
+use super::stream::{Progress, StreamError, ToolCalls};
 use super::{Reply, WireUsage};
 use crate::settings::GenParams;
 
@@ -112,7 +112,7 @@ pub struct Assembler {
     reply: Reply,
     content: String,
     reasoning: String,
-    tool_calls: Vec<Value>,
+    tool_calls: ToolCalls,
     finished: bool,
     done: bool,
 }
@@ -147,7 +147,7 @@ impl Assembler {
                     self.reasoning.push_str(&c);
                 }
                 for call in d.tool_calls.unwrap_or_default() {
-                    merge_tool_call(&mut self.tool_calls, call);
+                    self.tool_calls.merge(call)?;
                 }
             }
             if let Some(f) = choice.finish_reason.filter(|f| !f.is_empty()) {
@@ -165,45 +165,8 @@ impl Assembler {
         }
         self.reply.content = Some(self.content);
         self.reply.reasoning = Some(self.reasoning).filter(|r| !r.is_empty());
-        if !self.tool_calls.is_empty() {
-            self.reply.tool_calls = Some(Value::Array(self.tool_calls));
-        }
+        self.reply.tool_calls = self.tool_calls.finish();
         Ok(self.reply)
-    }
-}
-
-/// Merges one streamed tool-call fragment into the calls so far, by its `index`.
-fn merge_tool_call(calls: &mut Vec<Value>, fragment: Value) {
-    let Value::Object(mut frag) = fragment else {
-        return;
-    };
-    let index = frag
-        .remove("index")
-        .and_then(|i| i.as_u64())
-        .unwrap_or(calls.len() as u64) as usize;
-    while calls.len() <= index {
-        calls.push(serde_json::json!({"id": null, "type": "function",
-            "function": {"name": "", "arguments": ""}}));
-    }
-    let Value::Object(call) = &mut calls[index] else {
-        return;
-    };
-    for key in ["id", "type"] {
-        if let Some(v) = frag.get(key).filter(|v| !v.is_null()) {
-            call.insert(key.into(), v.clone());
-        }
-    }
-    let Some(Value::Object(f)) = frag.get("function") else {
-        return;
-    };
-    if let Some(Value::Object(target)) = call.get_mut("function") {
-        for key in ["name", "arguments"] {
-            if let Some(piece) = f.get(key).and_then(Value::as_str)
-                && let Some(Value::String(s)) = target.get_mut(key)
-            {
-                s.push_str(piece);
-            }
-        }
     }
 }
 

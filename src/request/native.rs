@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::stream::{Progress, StreamError};
+use super::stream::{Progress, StreamError, ToolCalls};
 use super::{Reply, WireUsage};
 use crate::settings::GenParams;
 
@@ -148,12 +148,14 @@ pub fn is_error_body(v: &Value) -> bool {
 }
 
 /// Reassembles a native stream sent with `incremental_output: true`: every `event:result`
-/// carries the next piece and the usage so far; the last has a real finish reason.
+/// carries the next piece (tool calls as fragments, as in chat) and the usage so far; the last
+/// has a real finish reason.
 #[derive(Debug, Default)]
 pub struct Assembler {
     reply: Reply,
     content: String,
     reasoning: String,
+    tool_calls: ToolCalls,
     finished: bool,
 }
 
@@ -180,8 +182,8 @@ impl Assembler {
             if let Some(c) = piece.reasoning {
                 self.reasoning.push_str(&c);
             }
-            if piece.tool_calls.is_some() {
-                self.reply.tool_calls = piece.tool_calls;
+            if let Some(calls) = piece.tool_calls {
+                self.tool_calls.merge_all(calls)?;
             }
             if let Some(f) = piece.finish_reason {
                 self.reply.finish_reason = Some(f);
@@ -198,6 +200,7 @@ impl Assembler {
         }
         self.reply.content = Some(self.content);
         self.reply.reasoning = Some(self.reasoning).filter(|r| !r.is_empty());
+        self.reply.tool_calls = self.tool_calls.finish();
         Ok(self.reply)
     }
 }
