@@ -355,6 +355,36 @@ pub enum Stop {
     Deadline,
     /// `--max-cost`: the next attempt's worst case would have passed the cap.
     CostCap { spent: f64, cap: f64 },
+    /// The results file could not be written; the message names it and the OS error.
+    Output(String),
+}
+
+/// Attempts of rows that end without a record (a second signal abandoned them, or the stop
+/// cut the wait before their next attempt): they count in the summary all the same.
+#[derive(Debug, Default)]
+pub struct Unrecorded {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub possibly_billed: AtomicU64,
+}
+
+/// The attempts of the row a worker is on, kept outside the row's future so that they are
+/// still known when a second signal drops it.
+#[derive(Debug, Default)]
+struct Tally {
+    attempts: AtomicU32,
+    billed: AtomicU32,
+    /// An attempt is on the wire: dropped there, it may have been billed.
+    on_wire: AtomicBool,
+}
+
+/// The failure of an attempt that was never sent: the row gets no record, so a rerun sends it.
+fn not_sent(message: &str) -> Failure {
+    let mut f = Failure::new(ErrorKind::Billing, message);
+    f.unsent = true;
+    f.fatal = false;
+    f.retryable = false;
+    f
 }
 
 /// What every worker shares.
@@ -385,6 +415,8 @@ pub struct Shared {
     pub abandon: CancellationToken,
     /// The first reason the run stopped early.
     pub stopped: OnceLock<Stop>,
+    /// Attempts of rows left without a record.
+    pub unrecorded: Unrecorded,
 }
 
 impl Shared {
@@ -444,16 +476,17 @@ impl Shared {
     }
 
     /// One attempt under flow control: waits for the cool-down and the rate limits, sends,
-    /// and tells flow control how it went.
+    /// and tells flow control how it went. A stop ends the waits, and the attempt is not sent.
     /// Returns whether the attempt streamed, and how long it took once sent.
-    async fn send(
-        &self,
-        p: &Prepared,
-        attempts: &AtomicU32,
-    ) -> (Result<Reply, Failure>, bool, Duration) {
+    async fn send(&self, p: &Prepared, tally: &Tally) -> (Result<Reply, Failure>, bool, Duration) {
         let size = p.body.len();
-        let _slot = self.flow.slot().await;
-        let spend = self.flow.before_attempt(size).await;
+        let Some((_slot, spend)) = self.flow.wait_to_start(size, &self.stop).await else {
+            return (
+                Err(not_sent("not sent: the run stopped")),
+                false,
+                Duration::ZERO,
+            );
+        };
         let mut reserved = 0;
         if let Some(cap) = self.settings.max_cost {
             let model_price = self.prices.get(&self.model);
@@ -469,19 +502,18 @@ impl Shared {
                 None => {
                     let spent = self.spent_nanos.load(Relaxed) as f64 / 1e9;
                     self.stop_with(Stop::CostCap { spent, cap });
-                    let mut f = Failure::new(ErrorKind::Billing, "not sent: --max-cost reached");
-                    f.unsent = true;
-                    f.fatal = false;
-                    f.retryable = false;
+                    let f = not_sent("not sent: --max-cost reached");
                     return (Err(f), false, Duration::ZERO);
                 }
             }
         }
-        attempts.fetch_add(1, Relaxed);
+        tally.attempts.fetch_add(1, Relaxed);
+        tally.on_wire.store(true, Relaxed);
         let stream = self.stream.load(Relaxed);
         let started = Instant::now();
         let result = self.client.attempt(&p.body, stream).await;
         let took = started.elapsed();
+        tally.on_wire.store(false, Relaxed);
         if reserved > 0 {
             self.reserved_nanos.fetch_sub(reserved, Relaxed);
         }
@@ -691,17 +723,25 @@ async fn work(
         };
         let Some(prepared) = next else { break };
         shared.live.in_flight.fetch_add(1, Relaxed);
+        let tally = Tally::default();
         let outcome = tokio::select! {
             biased;
             _ = shared.abandon.cancelled() => None,
-            o = run_row(&shared, prepared) => o,
+            o = run_row(&shared, prepared, &tally) => o,
         };
         shared.live.in_flight.fetch_sub(1, Relaxed);
         if let Some(o) = &outcome {
             shared.count_outcome(o.result.is_err());
         }
         let Some(o) = outcome else {
-            // Abandoned: this row and the rest stay without a record.
+            // Abandoned or not sent: this row stays without a record, its attempts still count.
+            let attempts = u64::from(tally.attempts.load(Relaxed));
+            let billed =
+                u64::from(tally.billed.load(Relaxed)) + u64::from(tally.on_wire.load(Relaxed));
+            let u = &shared.unrecorded;
+            u.requests.fetch_add(attempts, Relaxed);
+            u.retries.fetch_add(attempts.saturating_sub(1), Relaxed);
+            u.possibly_billed.fetch_add(billed, Relaxed);
             if shared.abandon.is_cancelled() {
                 break;
             }
@@ -715,25 +755,23 @@ async fn work(
 }
 
 /// Runs the attempts of one row, retrying what is retryable, and reports how it ended.
-/// `None` when the row was never sent (`--max-cost` refused its attempt): it gets no record, so
-/// a rerun sends it.
-async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
+/// `None` when the row's next attempt was not sent (the run stopped, or `--max-cost` refused
+/// it): it gets no record, so a rerun sends it; its earlier attempts are in `tally`.
+async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome> {
     let s = &shared.settings;
-    let attempts = AtomicU32::new(0);
-    let billed = AtomicU32::new(0);
     let last_ms = AtomicU64::new(0);
     let invalid_outputs = AtomicU32::new(0);
     // Usage and cost of answers rejected by the structured-output check.
     let discarded = std::sync::Mutex::new((crate::request::Usage::default(), 0.0f64));
     let attempt = || async {
-        let (mut result, streamed, mut took) = shared.send(&p, &attempts).await;
+        let (mut result, streamed, mut took) = shared.send(&p, tally).await;
         if let Err(f) = &result
             && f.needs_stream
             && !streamed
         {
             // The model only streams: this row goes again at once, as a stream.
             shared.switch_to_stream(f);
-            (result, _, took) = shared.send(&p, &attempts).await;
+            (result, _, took) = shared.send(&p, tally).await;
         }
         let result = result.and_then(|r| {
             // Only a structured-output check can reject an answer.
@@ -755,7 +793,7 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
         last_ms.store(took.as_millis() as u64, Relaxed);
         if let Err(f) = &result {
             if f.possibly_billed {
-                billed.fetch_add(1, Relaxed);
+                tally.billed.fetch_add(1, Relaxed);
             }
             if f.fatal {
                 shared.stop_with(Stop::Fatal(f.clone()));
@@ -769,7 +807,9 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
             s.retry_max_delay,
             s.max_retries,
         ))
-        .when(|f: &Failure| f.retryable && !shared.stop.is_cancelled())
+        // After a stop the backoff sleep ends at once and the next attempt is not sent.
+        .when(|f: &Failure| f.retryable)
+        .sleep(retry::StopSleeper(shared.stop.clone()))
         .adjust(retry::next_wait)
         .notify(|_, _: Duration| {
             shared.live.retries.fetch_add(1, Relaxed);
@@ -788,9 +828,9 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
         metadata: p.metadata,
         cost,
         result,
-        attempts: attempts.load(Relaxed),
+        attempts: tally.attempts.load(Relaxed),
         latency_ms: last_ms.load(Relaxed),
-        possibly_billed: billed.load(Relaxed),
+        possibly_billed: tally.billed.load(Relaxed),
         model: shared.model.clone(),
     })
 }

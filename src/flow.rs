@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::lock;
 use tokio::time::Instant;
@@ -392,6 +393,24 @@ impl Flow {
         Spend { tokens }
     }
 
+    /// Waits for a slot in the window, then as [`Flow::before_attempt`] does, unless `stop` is
+    /// cancelled first: every wait (window, cool-down, pace, `--rpm`, `--tpm`) ends at the stop,
+    /// and `None` says the attempt must not start.
+    pub async fn wait_to_start(
+        self: &Arc<Self>,
+        body_bytes: usize,
+        stop: &CancellationToken,
+    ) -> Option<(Slot, Spend)> {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            ready = async {
+                let slot = self.slot().await;
+                (slot, self.before_attempt(body_bytes).await)
+            } => Some(ready),
+        }
+    }
+
     /// Learns from how an attempt ended.
     pub async fn after_attempt(&self, body_bytes: usize, spend: Spend, signal: Signal) {
         match signal {
@@ -705,6 +724,66 @@ mod tests {
         drop(a);
         let t = third.await.expect("task");
         assert_eq!(t.duration_since(Instant::now()), Duration::ZERO);
+    }
+
+    /// Waits (in paused time) for `wait_to_start` while a stop comes after one second: the
+    /// wait must end then, without starting the attempt.
+    async fn ends_at_a_stop_after_one_second(f: &Arc<Flow>) {
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s.cancel();
+        });
+        let start = Instant::now();
+        assert!(f.wait_to_start(30, &stop).await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        // Once stopped, nothing waits and nothing starts.
+        assert!(f.wait_to_start(30, &stop).await.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_bucket_wait() {
+        // 6 a minute: after the first, the next may start ten seconds later.
+        let f = Arc::new(Flow::new(4, Some(6), None, None));
+        let stop = CancellationToken::new();
+        while let Some(ready) = tokio::time::timeout(Duration::ZERO, f.wait_to_start(30, &stop))
+            .await
+            .ok()
+            .flatten()
+        {
+            drop(ready);
+        }
+        ends_at_a_stop_after_one_second(&f).await;
+        let tpm = Arc::new(Flow::new(4, None, Some(60), Some(100)));
+        let ready = tpm.wait_to_start(30, &stop).await;
+        assert!(ready.is_some(), "the first goes at once, into debt");
+        ends_at_a_stop_after_one_second(&tpm).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_cool_down_and_the_pace() {
+        let f = Arc::new(Flow::new(4, None, None, None));
+        // A 429 asking for five minutes holds every new attempt.
+        f.after_attempt(
+            30,
+            Spend { tokens: 0.0 },
+            Signal::RateLimited(Some(Duration::from_secs(300))),
+        )
+        .await;
+        ends_at_a_stop_after_one_second(&f).await;
+        let paced = Arc::new(Flow::new(4, None, None, None));
+        {
+            let mut pace = lock(&paced.pace);
+            pace.rate = Some(MIN_PACE);
+            pace.next = Instant::now() + Duration::from_secs(5);
+        }
+        ends_at_a_stop_after_one_second(&paced).await;
+        // And the window: every slot is taken by attempts that never end.
+        let narrow = Arc::new(Flow::new(1, None, None, None));
+        let _held = narrow.slot().await;
+        ends_at_a_stop_after_one_second(&narrow).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,7 @@ pub mod summary;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -122,7 +122,8 @@ fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
 }
 
 /// The signals that stop a run: the first stops dispatching, the second abandons in-flight
-/// requests. Returns the two tokens they cancel.
+/// requests, the third exits at once (between two writes of the results file). Returns the
+/// two tokens the first two cancel.
 fn shutdown_signals() -> (CancellationToken, CancellationToken) {
     let stop = CancellationToken::new();
     let abandon = CancellationToken::new();
@@ -135,19 +136,32 @@ fn shutdown_signals() -> (CancellationToken, CancellationToken) {
         ) else {
             return;
         };
-        for round in 0..2 {
+        for round in 0..3 {
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
             }
-            if round == 0 {
-                say(
-                    "interrupted: no new requests; waiting for those in flight (signal again to abandon them)",
-                );
-                s.cancel();
-            } else {
-                say("interrupted again: abandoning requests in flight");
-                a.cancel();
+            match round {
+                0 => {
+                    say(
+                        "interrupted: no new requests; waiting for those in flight (signal again to abandon them)",
+                    );
+                    s.cancel();
+                }
+                1 => {
+                    say(
+                        "interrupted again: abandoning requests in flight (signal again to exit at once)",
+                    );
+                    a.cancel();
+                }
+                _ => {
+                    // Never in the middle of a write: the results file keeps whole records.
+                    let _writing = lock(&output::WRITING);
+                    say(
+                        "interrupted a third time: exiting now, without a summary; a rerun resumes",
+                    );
+                    std::process::exit(Exit::Interrupted.code());
+                }
             }
         }
     });
@@ -537,6 +551,7 @@ async fn run_settings(
         stop: stop.clone(),
         abandon,
         stopped: OnceLock::new(),
+        unrecorded: dispatch::Unrecorded::default(),
     });
     // A signal stops the run through `shared`, so its reason is recorded.
     {
@@ -588,7 +603,22 @@ async fn run_settings(
             }
         })
     };
-    let writer = tokio::spawn(output::write_all(file, out_rx, summary, live.clone()));
+    // A failed write stops the run at once: the records of rows still in flight could not be
+    // written either, so their requests are abandoned too.
+    let write_failed = {
+        let shared = shared.clone();
+        move |e: &std::io::Error| {
+            shared.stop_with(Stop::Output(e.to_string()));
+            shared.abandon.cancel();
+        }
+    };
+    let writer = tokio::spawn(output::write_all(
+        file,
+        out_rx,
+        summary,
+        live.clone(),
+        write_failed,
+    ));
     // Cancelled when the writer is done, to end the progress display.
     let progress_done = CancellationToken::new();
     let progress = tokio::spawn(progress::show(
@@ -635,21 +665,22 @@ async fn run_settings(
     if let Some(server) = mock_server {
         server.shutdown().await;
     }
-    let summary = match summary {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return Err(Failed(
-                Exit::Stopped,
-                format!("writing {output_name} failed: {e}"),
-            ));
-        }
+    let (mut summary, written) = match summary {
+        Ok(s) => s,
         Err(e) => return Err(Failed(Exit::Stopped, format!("the writer failed: {e}"))),
     };
+    let u = &shared.unrecorded;
+    summary.add_unrecorded(
+        u.requests.load(Relaxed),
+        u.retries.load(Relaxed),
+        u.possibly_billed.load(Relaxed),
+    );
     if let Ok(Err(e)) = read_result {
         say(format_args!("error: reading {input_name}: {e}"));
     }
     // Rows sent again leave their older records behind: keep only the latest of each id.
-    if (compact_at_end && summary.rows_ok + summary.rows_failed > 0 || prev_superseded)
+    if written.is_ok()
+        && (compact_at_end && summary.rows_ok + summary.rows_failed > 0 || prev_superseded)
         && let Err(e) = output::resume::compact(&settings.output)
     {
         say(format_args!(
@@ -659,12 +690,22 @@ async fn run_settings(
 
     let all_finished =
         summary.rows_ok + summary.rows_failed + summary.rows_skipped >= summary.rows_total;
-    // A deadline that passed as the last rows finished stopped nothing.
-    let stopped = shared
-        .stopped
-        .get()
-        .filter(|s| !(matches!(s, Stop::Deadline) && all_finished));
+    // A write that failed ends the run whatever stopped it first.
+    let write_error = written.err().map(|e| Stop::Output(e.to_string()));
+    let stopped = write_error.as_ref().or_else(|| {
+        // A deadline that passed as the last rows finished stopped nothing.
+        shared
+            .stopped
+            .get()
+            .filter(|s| !(matches!(s, Stop::Deadline) && all_finished))
+    });
     let exit = match stopped {
+        Some(Stop::Output(message)) => {
+            say(format_args!(
+                "error: stopped early: {message}; the rows without a record run again on a rerun"
+            ));
+            Exit::Stopped
+        }
         Some(Stop::Fatal(f)) => {
             say(format_args!(
                 "error: stopped early: {} error{}: {} (every row would fail the same way; fix it and rerun to resume)",

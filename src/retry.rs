@@ -266,6 +266,25 @@ pub fn next_wait(failure: &Failure, step: Option<Duration>) -> Option<Duration> 
     )
 }
 
+/// The backoff sleep of a row, `Retry-After` included: it ends early when `stop` is cancelled,
+/// and the attempt after it then finds the run stopped and is not sent.
+#[derive(Debug, Clone)]
+pub struct StopSleeper(pub tokio_util::sync::CancellationToken);
+
+impl backon::Sleeper for StopSleeper {
+    type Sleep = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn sleep(&self, d: Duration) -> Self::Sleep {
+        let stop = self.0.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(d) => {}
+            }
+        })
+    }
+}
+
 /// The exponential steps of a policy, for tests and documentation.
 pub fn steps(first: Duration, max: Duration, retries: u32) -> Vec<Duration> {
     policy(first, max, retries).build().collect()
@@ -302,6 +321,59 @@ pub(crate) mod tests {
             assert!(w <= Duration::from_secs(2));
         }
         assert_eq!(next_wait(&f, None), None);
+    }
+
+    /// A row's retries under the real policy, with a stop one second in: the wait before the
+    /// second attempt ends then. Returns when the retries ended and the attempts made.
+    async fn retries_until_a_stop(f: Failure, first: Duration) -> (Duration, u32) {
+        use backon::Retryable;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s.cancel();
+        });
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let start = tokio::time::Instant::now();
+        let attempt = || async {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if stop.is_cancelled() {
+                // As the row's attempt does: a stopped run sends nothing.
+                let mut unsent = Failure::new(ErrorKind::Billing, "not sent");
+                unsent.retryable = false;
+                return Err::<(), _>(unsent);
+            }
+            Err(f.clone())
+        };
+        let result = attempt
+            .retry(policy(first, Duration::from_secs(600), 6))
+            .when(|f: &Failure| f.retryable)
+            .sleep(StopSleeper(stop.clone()))
+            .adjust(next_wait)
+            .await;
+        assert!(result.is_err_and(|f| !f.retryable));
+        (start.elapsed(), attempts.into_inner())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_long_retry_after() {
+        let mut f = Failure::new(ErrorKind::RateLimit, "slow down");
+        f.retry_after = Some(MAX_RETRY_AFTER);
+        let (took, attempts) = retries_until_a_stop(f, Duration::from_millis(500)).await;
+        assert_eq!(took, Duration::from_secs(1));
+        assert_eq!(attempts, 2, "the one after the stop sends nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_a_backoff_sleep() {
+        // A first step of ten minutes: any jittered share of it outlasts the second.
+        let (took, attempts) = retries_until_a_stop(
+            Failure::new(ErrorKind::Server, "busy"),
+            Duration::from_secs(600),
+        )
+        .await;
+        assert!(took <= Duration::from_secs(1), "{took:?}");
+        assert_eq!(attempts, 2);
     }
 
     #[test]

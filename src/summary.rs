@@ -109,6 +109,43 @@ impl Summary {
         }
     }
 
+    /// Counts the attempts of a row that ends without a record (abandoned by a second signal,
+    /// or its next attempt not sent after a stop): the row itself stays not sent.
+    pub fn add_unrecorded(&mut self, requests: u64, retries: u64, possibly_billed: u64) {
+        self.requests += requests;
+        self.retries += retries;
+        self.possibly_billed += possibly_billed;
+    }
+
+    /// Counts what a row whose record could not be written spent: its attempts, tokens and
+    /// cost. The row stays not sent, and a rerun sends it again.
+    pub fn add_unwritten(&mut self, o: &Outcome, cost: Option<f64>) {
+        let attempts = u64::from(o.attempts);
+        self.add_unrecorded(
+            attempts,
+            attempts.saturating_sub(1),
+            u64::from(o.possibly_billed),
+        );
+        let answered = o.result.as_ref().ok();
+        for u in [
+            Some(&o.discarded_usage),
+            answered.and_then(|r| r.usage.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.input_tokens += u.input_tokens;
+            self.output_tokens += u.output_tokens;
+            self.reasoning_tokens += u.reasoning_tokens;
+            self.cached_tokens += u.cached_tokens;
+        }
+        self.cost += o.discarded_cost + cost.unwrap_or(0.0);
+        if let (Some(r), None) = (answered, cost) {
+            let model = r.model.as_deref().unwrap_or(&o.model);
+            self.unpriced_models.insert(model.to_string());
+        }
+    }
+
     /// Notes the currency and source of the models priced, for the report.
     pub fn note_prices(&mut self, prices: &Prices, model: &str) {
         if let Some(p) = prices.get(model) {

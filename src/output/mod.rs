@@ -131,48 +131,82 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// How long the writer waits for more records before writing what it has.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Held while records are written: a third signal takes it before it exits, so that it never
+/// leaves half a batch behind.
+pub static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The writer task: the only owner of the results file. It ends when every sender of `rx`
 /// is dropped (the dispatcher and all workers are done), after a final fsync.
 ///
 /// Each batch is what arrives within [`GATHER`] of its first outcome, written with one `write`:
 /// under load records are batched, and a crash loses only rows still in flight (and at most
 /// the last millisecond's records), which a rerun sends again.
+///
+/// When a write fails, `failed` is called (it stops the run), and the outcomes that arrive
+/// after count only their spend in the summary: their rows have no record. The summary is
+/// returned with the first error.
 pub async fn write_all(
     mut file: fs_err::File,
     mut rx: mpsc::Receiver<Outcome>,
     mut summary: Summary,
     live: Arc<Live>,
-) -> std::io::Result<Summary> {
+    failed: impl FnOnce(&std::io::Error),
+) -> (Summary, std::io::Result<()>) {
     let mut buf = Vec::with_capacity(WRITE_BATCH * 2);
-    let mut add = |o: Outcome, buf: &mut Vec<u8>| -> std::io::Result<()> {
-        let cost = o.cost;
-        encode(&o, cost, buf).map_err(std::io::Error::other)?;
-        summary.add(&o, cost);
-        live.record(&o, cost);
-        Ok(())
+    // The outcomes in `buf`, counted in the summary once written.
+    let mut batch: Vec<Outcome> = Vec::new();
+    let add = |o: Outcome, buf: &mut Vec<u8>, batch: &mut Vec<Outcome>| {
+        let encoded = encode(&o, o.cost, buf);
+        live.record(&o, o.cost);
+        batch.push(o);
+        encoded.map_err(std::io::Error::other)
     };
+    let mut error: Option<std::io::Error> = None;
+    let mut failed = Some(failed);
     while let Some(o) = rx.recv().await {
-        add(o, &mut buf)?;
+        if error.is_some() {
+            summary.add_unwritten(&o, o.cost);
+            continue;
+        }
+        let mut result = add(o, &mut buf, &mut batch);
         // Gather what arrives within GATHER of the first record: at thousands of rows a
         // second that is one write instead of dozens, and a crash loses at most GATHER more.
         let until = tokio::time::Instant::now() + GATHER;
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(o) => add(o, &mut buf)?,
+        while buf.len() < WRITE_BATCH && result.is_ok() {
+            result = match rx.try_recv() {
+                Ok(o) => add(o, &mut buf, &mut batch),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(until, rx.recv()).await {
-                        Ok(Some(o)) => add(o, &mut buf)?,
+                        Ok(Some(o)) => add(o, &mut buf, &mut batch),
                         Ok(None) | Err(_) => break,
                     }
                 }
+            };
+        }
+        let result = result.and_then(|()| {
+            let _writing = crate::lock(&WRITING);
+            file.write_all(&buf)
+        });
+        buf.clear();
+        match result {
+            Ok(()) => batch.drain(..).for_each(|o| summary.add(&o, o.cost)),
+            Err(e) => {
+                batch
+                    .drain(..)
+                    .for_each(|o| summary.add_unwritten(&o, o.cost));
+                if let Some(f) = failed.take() {
+                    f(&e);
+                }
+                error = Some(e);
             }
         }
-        file.write_all(&buf)?;
-        buf.clear();
     }
-    file.sync_data()?;
-    Ok(summary)
+    let result = match error {
+        Some(e) => Err(e),
+        None => file.sync_data(),
+    };
+    (summary, result)
 }
 
 /// Moves an existing results file aside for `--fresh`: to `FILE.prev`, or `FILE.prev.N` when

@@ -229,6 +229,10 @@ pub fn scan(path: &Path, repair: bool) -> std::io::Result<Previous> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(prev),
         Err(e) => return Err(e),
     };
+    // A device or a pipe (`-o /dev/full`) holds no records to resume, and may never end.
+    if !file.metadata()?.is_file() {
+        return Ok(prev);
+    }
     let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut line = Vec::with_capacity(4096);
     let mut good_end: u64 = 0;
