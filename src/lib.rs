@@ -346,8 +346,10 @@ async fn run_settings(
             .map_err(|e| Failed(Exit::Stopped, format!("output not writable: {e}")))?;
     }
     // Held until this function returns: no other run appends to the same output meanwhile.
-    // A dry run writes nothing, so it takes no lock.
-    let _lock = match settings.dry_run {
+    // A dry run writes nothing, so it takes no lock; nor does an output that is a device or a
+    // pipe (`-o /dev/null`): there is no file to protect, and no lock file belongs beside it.
+    let special = std::fs::metadata(&settings.output).is_ok_and(|m| !m.is_file());
+    let _lock = match settings.dry_run || special {
         true => None,
         false => {
             Some(output::lock::acquire(&settings.output).map_err(|e| Failed(Exit::Stopped, e))?)

@@ -379,3 +379,19 @@ fn fresh_through_a_symlink_keeps_the_link_and_moves_its_target_aside() {
     );
     assert_eq!(ep.stats().requests, 6);
 }
+
+#[test]
+fn an_output_that_is_dev_null_runs_and_leaves_nothing_in_dev() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(3));
+    let null = Path::new("/dev/null");
+    let (code, stderr) = run_io(&input, null, &ep.url(), &["--fresh"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(ep.stats().requests, 3);
+    assert!(!Path::new("/dev/null.lock").exists(), "a lock file in /dev");
+    assert!(
+        !Path::new("/dev/null.prev").exists(),
+        "--fresh moved /dev/null"
+    );
+}

@@ -11,11 +11,17 @@ pub struct OutputLock {
     _file: fs_err::File,
 }
 
-/// The lock file of `output`: beside the file it names, so that a symlink to the results file
-/// and the file itself take the same lock.
+/// The lock file of `output`: beside the regular file it names, so that a symlink to the
+/// results file and the file itself take the same lock. A link to anything else (a device such
+/// as `/dev/full`) keeps its lock beside the link.
 pub fn lock_path(output: &Path) -> PathBuf {
-    let real = std::fs::canonicalize(output).unwrap_or_else(|_| output.to_path_buf());
-    let mut name = real.into_os_string();
+    let real = match std::fs::metadata(output) {
+        Ok(meta) if meta.is_file() => std::fs::canonicalize(output).ok(),
+        _ => None,
+    };
+    let mut name = real
+        .unwrap_or_else(|| output.to_path_buf())
+        .into_os_string();
     name.push(".lock");
     PathBuf::from(name)
 }

@@ -204,7 +204,11 @@ pub async fn write_all(
     }
     let result = match error {
         Some(e) => Err(e),
-        None => file.sync_data(),
+        // A device or a pipe (`-o /dev/null`) has nothing to sync, and says so with EINVAL.
+        None => match file.metadata() {
+            Ok(meta) if !meta.is_file() => Ok(()),
+            _ => file.sync_data(),
+        },
     };
     (summary, result)
 }
@@ -214,7 +218,8 @@ pub async fn write_all(
 /// `output` is a symlink, the file it points to is moved and the link stays, so the new
 /// results are written through it.
 pub fn keep_previous(output: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
-    if !output.exists() {
+    // Only a regular file holds results to keep: a device such as /dev/null stays where it is.
+    if !output.is_file() {
         return Ok(None);
     }
     let output = &fs_err::canonicalize(output)?;
