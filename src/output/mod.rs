@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::pricing::{Cost, round_cost};
 use crate::progress::Live;
 use crate::request::{Reply, Usage};
 use crate::retry::{ErrorKind, Failure};
@@ -23,18 +24,18 @@ pub struct Outcome {
     pub hash: u64,
     pub metadata: Option<Value>,
     pub result: Result<Reply, Failure>,
-    /// The answer's cost; `None` for errors and unpriced models.
-    pub cost: Option<f64>,
+    /// The answer's cost; `None` for errors, unpriced models and answers without usage.
+    pub cost: Option<Cost>,
     /// Tokens and cost of answers rejected by `--json`/`--json-schema` before the last
     /// attempt: billed, so counted in the summary, though not in the record.
     pub discarded_usage: Usage,
-    pub discarded_cost: f64,
+    pub discarded_cost: Option<Cost>,
     pub attempts: u32,
     /// Duration of the last attempt.
     pub latency_ms: u64,
     /// Attempts whose request was sent and whose answer was lost.
     pub possibly_billed: u32,
-    /// The run's model, for pricing when the answer does not name one.
+    /// The model the row's request named: the record's `model` when the answer names none.
     pub model: Arc<str>,
 }
 
@@ -145,9 +146,9 @@ pub async fn write_all(
 ) -> std::io::Result<Summary> {
     let mut buf = Vec::with_capacity(WRITE_BATCH * 2);
     let mut add = |o: Outcome, buf: &mut Vec<u8>| -> std::io::Result<()> {
-        let cost = o.cost;
+        let cost = o.cost.as_ref().map(|c| round_cost(c.amount));
         encode(&o, cost, buf).map_err(std::io::Error::other)?;
-        summary.add(&o, cost);
+        summary.add(&o);
         live.record(&o, cost);
         Ok(())
     };
@@ -210,7 +211,7 @@ mod tests {
             result,
             cost: None,
             discarded_usage: Usage::default(),
-            discarded_cost: 0.0,
+            discarded_cost: None,
             attempts: 2,
             latency_ms: 12,
             possibly_billed: 0,
