@@ -18,7 +18,7 @@ use crate::input::{self, Item, Problem};
 use crate::lock;
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
-use crate::pricing::Prices;
+use crate::pricing::{self, Cost, Prices};
 use crate::progress::Live;
 use crate::request::{Builder, Prepared, Reply};
 use crate::retry::{self, ErrorKind, Failure};
@@ -425,10 +425,10 @@ impl Shared {
         self.stop.cancel();
     }
 
-    /// The cost of an answer, by the price of the model that answered (or the run's).
-    pub fn cost_of(&self, reply: &Reply) -> Option<f64> {
-        let model = reply.model.as_deref().unwrap_or(&self.model);
-        self.prices.cost(model, reply.usage.as_ref())
+    /// The cost of an answer to a request that named model `sent` (see [`Prices::cost`]).
+    pub fn cost_of(&self, sent: &str, reply: &Reply) -> Option<Cost> {
+        self.prices
+            .cost(sent, reply.model.as_deref(), reply.usage.as_ref())
     }
 
     /// Reserves the worst case of an attempt under `--max-cost`; `false` when it would pass
@@ -489,11 +489,13 @@ impl Shared {
         };
         let mut reserved = 0;
         if let Some(cap) = self.settings.max_cost {
-            let model_price = self.prices.get(&self.model);
+            // At the price of the row's own model: the answer is not known yet.
+            let model_price = self.prices.get(&p.model);
             let input = self.flow.input_estimate(size) as u64;
-            // Priced as thinking when asked for, or once an answer has thought.
-            let thinking =
-                self.settings.params.thinking == Some(true) || self.flow.seen_reasoning();
+            let thinking = pricing::priced_as_thinking(
+                self.settings.params.thinking,
+                self.flow.seen_reasoning(),
+            );
             let worst = model_price
                 .and_then(|p| p.upper_bound(input, self.flow.output_bound(), thinking))
                 .unwrap_or(f64::INFINITY);
@@ -520,10 +522,10 @@ impl Shared {
         // Spend is tracked only for `--max-cost`: pricing every answer twice costs the hot path.
         if self.settings.max_cost.is_some()
             && let Ok(r) = &result
-            && let Some(c) = self.cost_of(r)
+            && let Some(c) = self.cost_of(&p.model, r)
         {
             self.spent_nanos
-                .fetch_add((c * 1e9).round() as u64, Relaxed);
+                .fetch_add((c.amount * 1e9).round() as u64, Relaxed);
         }
         let signal = match &result {
             Ok(r) => Signal::Answered {
@@ -762,7 +764,7 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
     let last_ms = AtomicU64::new(0);
     let invalid_outputs = AtomicU32::new(0);
     // Usage and cost of answers rejected by the structured-output check.
-    let discarded = std::sync::Mutex::new((crate::request::Usage::default(), 0.0f64));
+    let discarded = std::sync::Mutex::new((crate::request::Usage::default(), None::<Cost>));
     let attempt = || async {
         let (mut result, streamed, mut took) = shared.send(&p, tally).await;
         if let Err(f) = &result
@@ -778,7 +780,7 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
             let priced = shared
                 .structured
                 .is_some()
-                .then(|| (r.usage, shared.cost_of(&r)));
+                .then(|| (r.usage, shared.cost_of(&p.model, &r)));
             shared.finish_reply(r, &invalid_outputs).inspect_err(|_| {
                 // A rejected answer was still billed: its tokens and cost go to the totals.
                 if let Some((usage, cost)) = priced {
@@ -786,7 +788,12 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
                     if let Some(u) = usage {
                         d.0.add(&u);
                     }
-                    d.1 += cost.unwrap_or(0.0);
+                    if let Some(c) = cost {
+                        match &mut d.1 {
+                            Some(sum) => sum.amount += c.amount,
+                            None => d.1 = Some(c),
+                        }
+                    }
                 }
             })
         });
@@ -818,8 +825,11 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
     if result.as_ref().is_err_and(|f| f.unsent) {
         return None;
     }
-    let cost = result.as_ref().ok().and_then(|r| shared.cost_of(r));
-    let (discarded_usage, discarded_cost) = *lock(&discarded);
+    let cost = result
+        .as_ref()
+        .ok()
+        .and_then(|r| shared.cost_of(&p.model, r));
+    let (discarded_usage, discarded_cost) = lock(&discarded).clone();
     Some(Outcome {
         discarded_usage,
         discarded_cost,
@@ -831,6 +841,6 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
         attempts: tally.attempts.load(Relaxed),
         latency_ms: last_ms.load(Relaxed),
         possibly_billed: tally.billed.load(Relaxed),
-        model: shared.model.clone(),
+        model: p.model,
     })
 }

@@ -226,14 +226,15 @@ fn dry_run_report(
         p.input_only(input / to_send.max(1))
             .map(|c| c * to_send as f64)
     });
-    // Unless thinking is off, the answer may think and be priced as thinking.
-    let thinking = settings.params.thinking != Some(false);
+    // The rule of `--max-cost`: unless thinking is off, the answer may think.
+    let thinking = pricing::priced_as_thinking(settings.params.thinking, false);
     let high = match (price, settings.params.max_tokens) {
         (Some(p), Some(m)) => p
             .upper_bound(input / to_send.max(1), m, thinking)
             .map(|c| c * to_send as f64),
         _ => None,
     };
+    let (low, high) = (low.map(pricing::round_cost), high.map(pricing::round_cost));
     let currency = price.map_or("", |p| p.currency());
     let mut out = String::new();
     use std::fmt::Write as _;
@@ -645,7 +646,7 @@ async fn run_settings(
             )),
             cost: None,
             discarded_usage: request::Usage::default(),
-            discarded_cost: 0.0,
+            discarded_cost: None,
             attempts: 0,
             latency_ms: 0,
             possibly_billed: 0,

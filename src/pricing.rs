@@ -1,6 +1,6 @@
 //! Prices and cost: a price table kept as data (`src/prices.toml`, built in) plus a user's
-//! `--pricing FILE` in the same format, looked up by exact model name. A model without a price
-//! costs `None` (unknown), never zero.
+//! `--pricing FILE` in the same format, looked up by model name (see Rules). A model without a
+//! price costs `None` (unknown), never zero.
 //!
 //! # File format
 //!
@@ -46,14 +46,20 @@
 //! - Batch: every token costs its real-time price minus `batch_discount`, and cached tokens
 //!   are priced as normal input (provider-apis.md trap 9: batch does not combine with the
 //!   context-cache discount).
-//! - Dated snapshots share a family's price only through explicit `aliases`; there is no
-//!   prefix matching.
+//! - Names: an entry's name or one of its `aliases`; else, for a name with a dated suffix
+//!   (`-2024-07-18`, `-0125`, `-latest`), its base name ([`base_name`]). There is no other
+//!   prefix matching. An answer is priced by the model its request named, and by the name the
+//!   endpoint answered with only when the sent one has no price ([`Prices::cost`]).
+//! - Caps and estimates ([`priced_as_thinking`]): a request may think unless `--thinking off`
+//!   is given, so its worst case prices output at the thinking price.
+//! - Costs are written rounded to 1e-10 ([`round_cost`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -65,6 +71,51 @@ const BUILT_IN_NAME: &str = "built-in prices.toml";
 
 /// Prices are per this many tokens.
 const PER: f64 = 1_000_000.0;
+
+/// Costs in records and summaries are rounded to a ten-billionth of the currency unit: this
+/// many steps per unit (a power of ten that is exact as an `f64`).
+pub const COST_PRECISION: f64 = 1e10;
+
+/// A cost rounded to 1 / [`COST_PRECISION`], so that it is written without float noise
+/// (`0.0000272`, not `0.000027200000000000004`): dividing by an exact power of ten gives the
+/// `f64` nearest to the rounded decimal, which is written as that decimal.
+pub fn round_cost(cost: f64) -> f64 {
+    (cost * COST_PRECISION).round() / COST_PRECISION
+}
+
+/// Whether the worst case of a request prices its output at the thinking price: unless
+/// `--thinking off` (`thinking` is the run's setting), a model may think by default; and an
+/// answer that has thought proves it. The one rule of `--max-cost` and `--dry-run`.
+pub fn priced_as_thinking(thinking: Option<bool>, seen_reasoning: bool) -> bool {
+    thinking != Some(false) || seen_reasoning
+}
+
+/// The base name of a model name with a dated suffix: `gpt-4o-mini-2024-07-18`,
+/// `qwen-max-0919` and `qwen-plus-latest` give `gpt-4o-mini`, `qwen-max` and `qwen-plus`.
+/// `None` when the name has no such suffix.
+pub fn base_name(model: &str) -> Option<&str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (head, tail) = model.rsplit_once('-')?;
+    let base = if tail == "latest" || (tail.len() == 4 && digits(tail)) {
+        head
+    } else if tail.len() == 2 && digits(tail) {
+        // -YYYY-MM-DD
+        let (head, month) = head.rsplit_once('-')?;
+        let (head, year) = head.rsplit_once('-')?;
+        (month.len() == 2 && digits(month) && year.len() == 4 && digits(year)).then_some(head)?
+    } else {
+        return None;
+    };
+    (!base.is_empty()).then_some(base)
+}
+
+/// The cost of one answer, with what the summary reports about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub amount: f64,
+    pub currency: Arc<str>,
+    pub source: Option<Arc<str>>,
+}
 
 /// Which regional price list applies: Qwen's prices differ between its international (USD)
 /// and China (CNY) sites.
@@ -128,9 +179,9 @@ struct Tier {
 /// The price of one model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Price {
-    pub currency: String,
+    pub currency: Arc<str>,
     /// Where the price comes from and when it was read.
-    pub source: Option<String>,
+    pub source: Option<Arc<str>>,
     /// Fraction of the price taken off under a Batch API, in 0..=1.
     batch_discount: f64,
     /// At least one; `up_to` increasing, only the last may be `None`.
@@ -268,19 +319,34 @@ impl Prices {
         self.region
     }
 
-    /// The price of a model by its exact name or one of its aliases.
+    /// The price of a model by its name or one of its aliases, else by its [`base_name`].
     pub fn get(&self, model: &str) -> Option<&Price> {
-        self.models.get(model).or_else(|| {
-            self.aliases
-                .get(model)
-                .and_then(|target| self.models.get(target))
-        })
+        let exact = |name: &str| {
+            self.models.get(name).or_else(|| {
+                self.aliases
+                    .get(name)
+                    .and_then(|target| self.models.get(target))
+            })
+        };
+        exact(model).or_else(|| base_name(model).and_then(exact))
     }
 
-    /// The real-time cost of one answer, or `None` when the model has no price or there is no
-    /// usage. Same as [`Prices::cost_of`] with `batch = false`.
-    pub fn cost(&self, model: &str, usage: Option<&Usage>) -> Option<f64> {
-        self.cost_of(model, usage?, false)
+    /// The price of an answer: that of the model its request named (`sent`), or, when that one
+    /// has none, of the model the endpoint answered with. Records, the summary and
+    /// `--max-cost` all price through this.
+    pub fn price_for(&self, sent: &str, answered: Option<&str>) -> Option<&Price> {
+        self.get(sent).or_else(|| self.get(answered?))
+    }
+
+    /// The real-time cost of one answer (see [`Prices::price_for`]), or `None` when neither
+    /// model has a price or there is no usage.
+    pub fn cost(&self, sent: &str, answered: Option<&str>, usage: Option<&Usage>) -> Option<Cost> {
+        let price = self.price_for(sent, answered)?;
+        Some(Cost {
+            amount: price.cost(usage?, false)?,
+            currency: price.currency.clone(),
+            source: price.source.clone(),
+        })
     }
 
     /// The cost of one answer, or `None` when the model (or a request this large) has no
@@ -531,9 +597,9 @@ fn entry(
     }
     let batch_discount = raw.batch_discount.unwrap_or(file_discount);
     check_discount(batch_discount)?;
-    let source = raw.source.or_else(|| default_source.map(str::to_string));
+    let source = raw.source.as_deref().or(default_source).map(Arc::from);
     let price = Price {
-        currency: raw.currency,
+        currency: Arc::from(raw.currency),
         source,
         batch_discount,
         tiers: checked,
@@ -676,13 +742,16 @@ mod tests {
         let p = Prices::built_in();
         let u = usage(1_000_000, 1_000_000);
         assert!(close(p.cost_of("qwen-plus", &u, false), 1.6));
-        assert!(close(p.cost("qwen-plus", Some(&u)), 1.6));
+        assert!(close(
+            p.cost("qwen-plus", None, Some(&u)).map(|c| c.amount),
+            1.6
+        ));
         let t = Usage {
             reasoning_tokens: 10,
             ..u
         };
         assert!(close(p.cost_of("qwen-plus", &t, false), 4.4));
-        assert_eq!(p.cost("qwen-plus", None), None);
+        assert_eq!(p.cost("qwen-plus", None, None), None);
         // No thinking price: reasoning answers cost the output price.
         assert!(close(p.cost_of("gpt-5-mini", &t, false), 0.25 + 2.0));
     }
@@ -785,13 +854,50 @@ mod tests {
         let p = Prices::built_in();
         let u = usage(10, 10);
         assert!(p.get("no-such-model").is_none());
-        assert_eq!(p.cost("no-such-model", Some(&u)), None);
+        assert_eq!(p.cost("no-such-model", None, Some(&u)), None);
         assert_eq!(p.cost_of("no-such-model", &u, true), None);
         assert_eq!(p.worst_case("no-such-model", 1, 1), None);
         assert_eq!(p.input_only("no-such-model", 1), None);
-        // No prefix matching of dated snapshots.
-        assert!(p.get("qwen-plus-2025-07-28").is_none());
+        // No prefix matching beyond a dated suffix.
         assert!(p.get("qwen-plu").is_none());
+        assert!(p.get("qwen-plus-x").is_none());
+        assert!(p.get("qwen-plus-12345").is_none());
+    }
+
+    #[test]
+    fn dated_names_resolve_to_their_base_entry() {
+        for (dated, base) in [
+            ("gpt-4o-mini-2024-07-18", Some("gpt-4o-mini")),
+            ("qwen-max-0919", Some("qwen-max")),
+            ("qwen-plus-latest", Some("qwen-plus")),
+            ("qwen-plus", None),
+            ("qwen3-32b", None),
+            ("m-24-07-18", None),
+            ("-latest", None),
+        ] {
+            assert_eq!(base_name(dated), base, "{dated}");
+        }
+        let p = Prices::built_in();
+        assert_eq!(p.get("gpt-4o-mini-2024-07-18"), p.get("gpt-4o-mini"));
+        assert!(p.get("qwen-plus-2025-07-28").is_some());
+        // The sent model prices the answer; the answered name only when the sent one has none.
+        let u = usage(1_000_000, 0);
+        let cost = |sent, answered| p.cost(sent, answered, Some(&u)).map(|c| c.amount);
+        assert!(close(cost("qwen-max", Some("gpt-4o-mini")), 1.6));
+        assert!(close(
+            cost("my-deployment", Some("gpt-4o-mini-2024-07-18")),
+            0.15
+        ));
+        assert_eq!(cost("my-deployment", None), None);
+    }
+
+    #[test]
+    fn costs_round_to_a_fixed_precision() {
+        assert_eq!(round_cost(0.000027200000000000004), 0.0000272);
+        assert_eq!(round_cost(0.1 + 0.2), 0.3);
+        assert_eq!(round_cost(0.0), 0.0);
+        assert!(priced_as_thinking(None, false) && priced_as_thinking(Some(true), false));
+        assert!(!priced_as_thinking(Some(false), false) && priced_as_thinking(Some(false), true));
     }
 
     #[test]

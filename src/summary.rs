@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::output::Outcome;
-use crate::pricing::Prices;
+use crate::pricing::{Cost, Prices, round_cost};
 
 /// Counts of a run, as they accumulate.
 #[derive(Debug)]
@@ -23,9 +23,14 @@ pub struct Summary {
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     pub cached_tokens: u64,
-    pub cost: f64,
+    /// The cost of the priced answers, per currency: costs in different currencies are
+    /// never added together.
+    pub costs: BTreeMap<String, f64>,
     /// Models answered whose price is unknown: their cost makes the total unknown.
     pub unpriced_models: BTreeSet<String>,
+    /// Ok answers that came without usage: their cost is unknown too.
+    pub rows_without_usage: u64,
+    /// The currency of the run's model, for a run that priced no answer.
     pub currency: Option<String>,
     pub price_sources: BTreeSet<String>,
     pub possibly_billed: u64,
@@ -48,8 +53,9 @@ impl Summary {
             output_tokens: 0,
             reasoning_tokens: 0,
             cached_tokens: 0,
-            cost: 0.0,
+            costs: BTreeMap::new(),
             unpriced_models: BTreeSet::new(),
+            rows_without_usage: 0,
             currency: None,
             price_sources: BTreeSet::new(),
             possibly_billed: 0,
@@ -62,8 +68,9 @@ impl Summary {
         }
     }
 
-    /// Counts a finished row. `cost` is `None` for errors and unpriced models.
-    pub fn add(&mut self, o: &Outcome, cost: Option<f64>) {
+    /// Counts a finished row, with its cost (`None` for errors, unpriced models and answers
+    /// without usage).
+    pub fn add(&mut self, o: &Outcome) {
         self.requests += u64::from(o.attempts);
         self.retries += u64::from(o.attempts.saturating_sub(1));
         self.possibly_billed += u64::from(o.possibly_billed);
@@ -72,7 +79,9 @@ impl Summary {
         self.output_tokens += d.output_tokens;
         self.reasoning_tokens += d.reasoning_tokens;
         self.cached_tokens += d.cached_tokens;
-        self.cost += o.discarded_cost;
+        if let Some(c) = &o.discarded_cost {
+            self.add_cost(c);
+        }
         match &o.result {
             Ok(r) => {
                 self.rows_ok += 1;
@@ -86,8 +95,9 @@ impl Summary {
                 if r.finish_reason.as_deref() == Some("length") {
                     self.truncated += 1;
                 }
-                match cost {
-                    Some(c) => self.cost += c,
+                match &o.cost {
+                    Some(c) => self.add_cost(c),
+                    None if r.usage.is_none() => self.rows_without_usage += 1,
                     None => {
                         let model = r.model.as_deref().unwrap_or(&o.model);
                         self.unpriced_models.insert(model.to_string());
@@ -119,7 +129,7 @@ impl Summary {
 
     /// Counts what a row whose record could not be written spent: its attempts, tokens and
     /// cost. The row stays not sent, and a rerun sends it again.
-    pub fn add_unwritten(&mut self, o: &Outcome, cost: Option<f64>) {
+    pub fn add_unwritten(&mut self, o: &Outcome) {
         let attempts = u64::from(o.attempts);
         self.add_unrecorded(
             attempts,
@@ -139,19 +149,42 @@ impl Summary {
             self.reasoning_tokens += u.reasoning_tokens;
             self.cached_tokens += u.cached_tokens;
         }
-        self.cost += o.discarded_cost + cost.unwrap_or(0.0);
-        if let (Some(r), None) = (answered, cost) {
-            let model = r.model.as_deref().unwrap_or(&o.model);
-            self.unpriced_models.insert(model.to_string());
+        for c in [&o.discarded_cost, &o.cost].into_iter().flatten() {
+            self.add_cost(c);
+        }
+        if let (Some(r), None) = (answered, &o.cost) {
+            match &r.usage {
+                None => self.rows_without_usage += 1,
+                Some(_) => {
+                    let model = r.model.as_deref().unwrap_or(&o.model);
+                    self.unpriced_models.insert(model.to_string());
+                }
+            }
         }
     }
 
-    /// Notes the currency and source of the models priced, for the report.
+    fn add_cost(&mut self, c: &Cost) {
+        // Looked up before inserting: no new String per row.
+        match self.costs.get_mut(&*c.currency) {
+            Some(sum) => *sum += c.amount,
+            None => {
+                self.costs.insert(c.currency.to_string(), c.amount);
+            }
+        }
+        if let Some(s) = &c.source
+            && !self.price_sources.contains(&**s)
+        {
+            self.price_sources.insert(s.to_string());
+        }
+    }
+
+    /// Notes the currency and source of the run's model, for the report.
     pub fn note_prices(&mut self, prices: &Prices, model: &str) {
         if let Some(p) = prices.get(model) {
-            self.currency.get_or_insert_with(|| p.currency.clone());
-            if let Some(s) = &p.source {
-                self.price_sources.insert(s.clone());
+            self.currency
+                .get_or_insert_with(|| p.currency().to_string());
+            if let Some(s) = p.source() {
+                self.price_sources.insert(s.to_string());
             }
         }
     }
@@ -173,10 +206,23 @@ impl Summary {
             output_tokens: self.output_tokens,
             reasoning_tokens: self.reasoning_tokens,
             cached_tokens: self.cached_tokens,
-            cost: self.unpriced_models.is_empty().then_some(self.cost),
-            cost_known_part: self.cost,
+            cost: (self.unpriced_models.is_empty()
+                && self.rows_without_usage == 0
+                && self.costs.len() <= 1)
+                .then(|| round_cost(self.costs.values().sum())),
+            cost_known_part: (self.costs.len() <= 1).then(|| round_cost(self.costs.values().sum())),
+            costs: self
+                .costs
+                .iter()
+                .map(|(k, v)| (k.clone(), round_cost(*v)))
+                .collect(),
             unpriced_models: self.unpriced_models.iter().cloned().collect(),
-            currency: self.currency.clone(),
+            rows_without_usage: self.rows_without_usage,
+            currency: match self.costs.len() {
+                0 => self.currency.clone(),
+                1 => self.costs.keys().next().cloned(),
+                _ => None,
+            },
             price_source: self
                 .price_sources
                 .iter()
@@ -226,11 +272,17 @@ pub struct Report {
     pub output_tokens: u64,
     pub reasoning_tokens: u64,
     pub cached_tokens: u64,
-    /// `None` when some answered model has no price.
+    /// `None` when some answer's cost is unknown (no price, or no usage), or when the costs
+    /// are in several currencies.
     pub cost: Option<f64>,
-    /// The cost of the rows whose price is known.
-    pub cost_known_part: f64,
+    /// The cost of the rows whose price is known; `None` in several currencies.
+    pub cost_known_part: Option<f64>,
+    /// The cost of the rows whose price is known, per currency.
+    pub costs: BTreeMap<String, f64>,
     pub unpriced_models: Vec<String>,
+    /// Ok rows whose answer came without usage.
+    pub rows_without_usage: u64,
+    /// The currency of `cost`; `None` in several currencies.
     pub currency: Option<String>,
     pub price_source: String,
     pub wall_s: f64,
@@ -264,24 +316,40 @@ impl Report {
             "  tokens     {} input ({} cached), {} output ({} reasoning)",
             self.input_tokens, self.cached_tokens, self.output_tokens, self.reasoning_tokens
         )?;
-        let currency = self
-            .currency
-            .as_deref()
-            .map(|c| format!(" {c}"))
-            .unwrap_or_default();
         let source = if self.price_source.is_empty() {
             String::new()
         } else {
             format!(" (prices: {})", self.price_source)
         };
-        match self.cost {
-            Some(c) => writeln!(w, "  cost       {c:.6}{currency}{source}")?,
-            None => writeln!(
+        // One total per currency.
+        let totals = if self.costs.is_empty() {
+            let currency = self.currency.as_deref().unwrap_or_default();
+            format!("{:.6} {currency}", 0.0).trim_end().to_string()
+        } else {
+            let each: Vec<String> = self
+                .costs
+                .iter()
+                .map(|(currency, c)| format!("{c:.6} {currency}"))
+                .collect();
+            each.join(" + ")
+        };
+        let mut unknown = Vec::new();
+        if !self.unpriced_models.is_empty() {
+            unknown.push(format!("no price for {}", self.unpriced_models.join(", ")));
+        }
+        if self.rows_without_usage > 0 {
+            let n = self.rows_without_usage;
+            let rows = if n == 1 { "row" } else { "rows" };
+            unknown.push(format!("the endpoint sent no usage for {n} {rows}"));
+        }
+        if unknown.is_empty() {
+            writeln!(w, "  cost       {totals}{source}")?;
+        } else {
+            writeln!(
                 w,
-                "  cost       unknown: no price for {} ({:.6}{currency} for the priced rows){source}",
-                self.unpriced_models.join(", "),
-                self.cost_known_part
-            )?,
+                "  cost       unknown: {} ({totals} for the priced rows){source}",
+                unknown.join("; ")
+            )?;
         }
         writeln!(
             w,

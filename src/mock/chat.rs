@@ -127,7 +127,9 @@ struct Completion<'a> {
     created: u64,
     model: &'a str,
     choices: [Choice<'a>; 1],
-    usage: Usage,
+    /// Absent with `[mock:nousage]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
 }
 
 #[derive(Serialize)]
@@ -201,8 +203,8 @@ pub(crate) struct Meta<'a> {
     pub input_tokens: u64,
 }
 
-/// The non-streaming success body.
-pub(crate) fn completion_body(m: &Meta<'_>, g: &Generated) -> Bytes {
+/// The non-streaming success body; without `usage` when `usage` is false.
+pub(crate) fn completion_body(m: &Meta<'_>, g: &Generated, usage: bool) -> Bytes {
     let body = Completion {
         id: m.id,
         object: "chat.completion",
@@ -218,7 +220,7 @@ pub(crate) fn completion_body(m: &Meta<'_>, g: &Generated) -> Bytes {
             finish_reason: g.finish.as_str(),
             logprobs: None,
         }],
-        usage: Usage::new(m.input_tokens, g),
+        usage: usage.then(|| Usage::new(m.input_tokens, g)),
     };
     to_json(
         &body,

@@ -219,6 +219,9 @@
 //! - `[mock:badjson]`: in JSON mode or with a JSON schema, the content is not valid JSON:
 //!   `Sure! Here it is: {"answer": ` followed by `reply_for(prompt)` as a JSON string, unclosed;
 //!   tokens counted as usual. Without a JSON format it is ignored. Such answers are normal 200s.
+//! - `[mock:dated]`: the answer's `model` (chat and responses) is the model asked for with
+//!   `-2024-07-18` appended, as OpenAI names a dated snapshot. A normal 200.
+//! - `[mock:nousage]`: a non-streaming chat answer has no `usage`. A normal 200.
 //!
 //! The first four are checked in that order, after the request checks and before any fault is
 //! drawn, and count as `bad_requests` (a moderated stream when it starts; it is never `ok` and

@@ -558,7 +558,15 @@ fn success(
 ) -> Response<MockBody> {
     let g = Generated::new(ask);
     let created = unix_now();
-    let model: &str = &ask.model;
+    // `[mock:dated]`: the answer names a dated snapshot of the model asked for, as OpenAI does.
+    let dated;
+    let model: &str = if ask.prompt.contains("[mock:dated]") {
+        dated = format!("{}-2024-07-18", ask.model);
+        &dated
+    } else {
+        &ask.model
+    };
+    let usage = !ask.prompt.contains("[mock:nousage]");
     let mut resp = if ask.stream {
         let Stream {
             mut frames,
@@ -621,7 +629,7 @@ fn success(
                     model,
                     input_tokens: ask.input_tokens,
                 };
-                chat::completion_body(&meta, &g)
+                chat::completion_body(&meta, &g, usage)
             }
             Style::Responses => {
                 let ids = ResponseIds::new(id);

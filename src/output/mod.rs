@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::pricing::{Cost, round_cost};
 use crate::progress::Live;
 use crate::request::{Reply, Usage};
 use crate::retry::{ErrorKind, Failure};
@@ -23,18 +24,18 @@ pub struct Outcome {
     pub hash: u64,
     pub metadata: Option<Value>,
     pub result: Result<Reply, Failure>,
-    /// The answer's cost; `None` for errors and unpriced models.
-    pub cost: Option<f64>,
+    /// The answer's cost; `None` for errors, unpriced models and answers without usage.
+    pub cost: Option<Cost>,
     /// Tokens and cost of answers rejected by `--json`/`--json-schema` before the last
     /// attempt: billed, so counted in the summary, though not in the record.
     pub discarded_usage: Usage,
-    pub discarded_cost: f64,
+    pub discarded_cost: Option<Cost>,
     pub attempts: u32,
     /// Duration of the last attempt.
     pub latency_ms: u64,
     /// Attempts whose request was sent and whose answer was lost.
     pub possibly_billed: u32,
-    /// The run's model, for pricing when the answer does not name one.
+    /// The model the row's request named: the record's `model` when the answer names none.
     pub model: Arc<str>,
 }
 
@@ -156,8 +157,9 @@ pub async fn write_all(
     // The outcomes in `buf`, counted in the summary once written.
     let mut batch: Vec<Outcome> = Vec::new();
     let add = |o: Outcome, buf: &mut Vec<u8>, batch: &mut Vec<Outcome>| {
-        let encoded = encode(&o, o.cost, buf);
-        live.record(&o, o.cost);
+        let cost = o.cost.as_ref().map(|c| round_cost(c.amount));
+        let encoded = encode(&o, cost, buf);
+        live.record(&o, cost);
         batch.push(o);
         encoded.map_err(std::io::Error::other)
     };
@@ -165,7 +167,7 @@ pub async fn write_all(
     let mut failed = Some(failed);
     while let Some(o) = rx.recv().await {
         if error.is_some() {
-            summary.add_unwritten(&o, o.cost);
+            summary.add_unwritten(&o);
             continue;
         }
         let mut result = add(o, &mut buf, &mut batch);
@@ -190,11 +192,9 @@ pub async fn write_all(
         });
         buf.clear();
         match result {
-            Ok(()) => batch.drain(..).for_each(|o| summary.add(&o, o.cost)),
+            Ok(()) => batch.drain(..).for_each(|o| summary.add(&o)),
             Err(e) => {
-                batch
-                    .drain(..)
-                    .for_each(|o| summary.add_unwritten(&o, o.cost));
+                batch.drain(..).for_each(|o| summary.add_unwritten(&o));
                 if let Some(f) = failed.take() {
                     f(&e);
                 }
@@ -252,7 +252,7 @@ mod tests {
             result,
             cost: None,
             discarded_usage: Usage::default(),
-            discarded_cost: 0.0,
+            discarded_cost: None,
             attempts: 2,
             latency_ms: 12,
             possibly_billed: 0,

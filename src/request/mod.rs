@@ -11,6 +11,8 @@ pub mod responses;
 pub mod stream;
 pub mod template;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
@@ -31,6 +33,9 @@ pub struct Prepared {
     /// Hash of the body as sent (the key is not part of it).
     pub hash: u64,
     pub metadata: Option<Value>,
+    /// The model the body names (the run's, or the row's own `params.model` / `body.model`):
+    /// the answer is priced by it.
+    pub model: Arc<str>,
 }
 
 /// Token counts of one answer, in the record's vocabulary.
@@ -132,6 +137,8 @@ pub struct Builder {
     system: Option<String>,
     params: GenParams,
     api: ApiStyle,
+    /// The run's model, shared by the rows that do not name their own.
+    model: Arc<str>,
 }
 
 impl Builder {
@@ -148,6 +155,7 @@ impl Builder {
             system: settings.system.clone(),
             params: settings.params.clone(),
             api: settings.api,
+            model: Arc::from(settings.params.model.as_str()),
         })
     }
 
@@ -222,6 +230,10 @@ impl Builder {
             }
             ApiStyle::Dashscope => native::body(&self.params, messages, row_body, row_params),
         };
+        let model = match body.get("model").and_then(Value::as_str) {
+            Some(m) if m != &*self.model => Arc::from(m),
+            _ => self.model.clone(),
+        };
         let bytes = serde_json::to_vec(&Value::Object(body))
             .map_err(|e| format!("cannot encode the request: {e}"))?;
         if bytes.len() > MAX_BODY_BYTES {
@@ -237,6 +249,7 @@ impl Builder {
             hash: xxhash_rust::xxh3::xxh3_64(&bytes),
             body: Bytes::from(bytes),
             metadata,
+            model,
         })
     }
 
@@ -502,6 +515,7 @@ mod tests {
                 ..GenParams::default()
             },
             api: ApiStyle::Chat,
+            model: Arc::from("qwen-plus"),
         }
     }
 
@@ -546,6 +560,7 @@ mod tests {
             .expect("build");
         let body = body_of(&p);
         assert_eq!(body["model"], "qwen-flash");
+        assert_eq!(&*p.model, "qwen-flash");
         assert_eq!(body["temperature"], 0.5);
     }
 
