@@ -494,6 +494,7 @@ impl Shared {
             let input = self.flow.input_estimate(size) as u64;
             let thinking = pricing::priced_as_thinking(
                 self.settings.params.thinking,
+                model_price.is_some_and(|p| p.thinks_by_default()),
                 self.flow.seen_reasoning(),
             );
             let worst = model_price

@@ -226,8 +226,12 @@ fn dry_run_report(
         p.input_only(input / to_send.max(1))
             .map(|c| c * to_send as f64)
     });
-    // The rule of `--max-cost`: unless thinking is off, the answer may think.
-    let thinking = pricing::priced_as_thinking(settings.params.thinking, false);
+    // The rule of `--max-cost`.
+    let thinking = pricing::priced_as_thinking(
+        settings.params.thinking,
+        price.is_some_and(|p| p.thinks_by_default()),
+        false,
+    );
     let high = match (price, settings.params.max_tokens) {
         (Some(p), Some(m)) => p
             .upper_bound(input / to_send.max(1), m, thinking)

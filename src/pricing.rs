@@ -50,8 +50,9 @@
 //!   (`-2024-07-18`, `-0125`, `-latest`), its base name ([`base_name`]). There is no other
 //!   prefix matching. An answer is priced by the model its request named, and by the name the
 //!   endpoint answered with only when the sent one has no price ([`Prices::cost`]).
-//! - Caps and estimates ([`priced_as_thinking`]): a request may think unless `--thinking off`
-//!   is given, so its worst case prices output at the thinking price.
+//! - Caps and estimates ([`priced_as_thinking`]): the worst case prices output at the thinking
+//!   price with `--thinking on`, or without `--thinking` for a model whose entry says
+//!   `thinks_by_default = true`, or once an answer of the run has thought.
 //! - Costs are written rounded to 1e-10 ([`round_cost`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -83,11 +84,16 @@ pub fn round_cost(cost: f64) -> f64 {
     (cost * COST_PRECISION).round() / COST_PRECISION
 }
 
-/// Whether the worst case of a request prices its output at the thinking price: unless
-/// `--thinking off` (`thinking` is the run's setting), a model may think by default; and an
-/// answer that has thought proves it. The one rule of `--max-cost` and `--dry-run`.
-pub fn priced_as_thinking(thinking: Option<bool>, seen_reasoning: bool) -> bool {
-    thinking != Some(false) || seen_reasoning
+/// Whether the worst case of a request prices its output at the thinking price: with
+/// `--thinking on`; with no `--thinking` for a model that thinks by default
+/// (`thinks_by_default` in its price entry); and once an answer of the run has thought, which
+/// proves it. The one rule of `--max-cost` and `--dry-run`.
+pub fn priced_as_thinking(
+    thinking: Option<bool>,
+    thinks_by_default: bool,
+    seen_reasoning: bool,
+) -> bool {
+    thinking.unwrap_or(thinks_by_default) || seen_reasoning
 }
 
 /// The base name of a model name with a dated suffix: `gpt-4o-mini-2024-07-18`,
@@ -184,6 +190,9 @@ pub struct Price {
     pub source: Option<Arc<str>>,
     /// Fraction of the price taken off under a Batch API, in 0..=1.
     batch_discount: f64,
+    /// The model thinks unless `enable_thinking: false` is sent (open-source Qwen3, Qwen3.5 and
+    /// later hybrids): its worst case is priced at the thinking price.
+    thinks_by_default: bool,
     /// At least one; `up_to` increasing, only the last may be `None`.
     tiers: Vec<Tier>,
 }
@@ -195,6 +204,11 @@ impl Price {
 
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()
+    }
+
+    /// Whether the model thinks when `enable_thinking` is not sent.
+    pub fn thinks_by_default(&self) -> bool {
+        self.thinks_by_default
     }
 
     /// The fraction taken off under a Batch API (0.5: half price).
@@ -405,6 +419,8 @@ struct RawEntry {
     batch_discount: Option<f64>,
     source: Option<String>,
     #[serde(default)]
+    thinks_by_default: bool,
+    #[serde(default)]
     aliases: Vec<String>,
 }
 
@@ -602,6 +618,7 @@ fn entry(
         currency: Arc::from(raw.currency),
         source,
         batch_discount,
+        thinks_by_default: raw.thinks_by_default,
         tiers: checked,
     };
     Ok((price, raw.aliases))
@@ -896,8 +913,12 @@ mod tests {
         assert_eq!(round_cost(0.000027200000000000004), 0.0000272);
         assert_eq!(round_cost(0.1 + 0.2), 0.3);
         assert_eq!(round_cost(0.0), 0.0);
-        assert!(priced_as_thinking(None, false) && priced_as_thinking(Some(true), false));
-        assert!(!priced_as_thinking(Some(false), false) && priced_as_thinking(Some(false), true));
+        assert!(
+            priced_as_thinking(None, true, false) && priced_as_thinking(Some(true), false, false)
+        );
+        assert!(!priced_as_thinking(None, false, false) && priced_as_thinking(None, false, true));
+        assert!(!priced_as_thinking(Some(false), true, false));
+        assert!(priced_as_thinking(Some(false), true, true));
     }
 
     #[test]

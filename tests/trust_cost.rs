@@ -161,6 +161,28 @@ fn the_cap_reserves_at_the_thinking_price_as_the_dry_run_does() {
 }
 
 #[test]
+fn a_model_that_does_not_think_by_default_is_capped_at_its_plain_price() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(20));
+    let out = dir.path().join("dry.jsonl");
+    // qwen-plus (commercial) thinks only when asked: output 1.2 USD per million, thinking 4.0.
+    let cost_max = |extra: &[&str]| {
+        let sum = dir.path().join("dry.json");
+        let mut args = vec!["-m", "qwen-plus", "--max-tokens", "1000", "--dry-run"];
+        args.extend(["--summary-json", sum.to_str().expect("path")]);
+        args.extend(extra);
+        let (code, stderr) = run_io(&input, &out, "mock", &args);
+        assert_eq!(code, 0, "{stderr}");
+        summary(&sum)["cost_max"].as_f64().expect("cost_max") / 20.0
+    };
+    let plain = cost_max(&[]);
+    assert!(plain > 0.0012 && plain < 0.0013, "{plain}");
+    assert!(close(cost_max(&["--thinking", "off"]), plain));
+    let thinking = cost_max(&["--thinking", "on"]);
+    assert!(thinking > 0.004 && thinking < 0.0041, "{thinking}");
+}
+
+#[test]
 fn answers_without_usage_and_several_currencies_are_reported_as_such() {
     let ep = Endpoint::start(MockConfig::default());
     let dir = tempfile::tempdir().expect("tmp");
