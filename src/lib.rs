@@ -108,7 +108,14 @@ fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
         retry_after: d("retry-after", &args.retry_after)?,
         hang: d("hang", &args.hang)?,
         seed: args.seed,
-        limits: mock::RateLimits::new(args.rpm, args.rps, args.tpm),
+        limits: {
+            let limits = mock::RateLimits::new(args.rpm, args.rps, args.tpm);
+            if args.sliding_window {
+                limits.sliding()
+            } else {
+                limits
+            }
+        },
         api_key: match &args.require_key_env {
             Some(var) => Some(
                 std::env::var(var)
