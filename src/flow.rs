@@ -34,6 +34,12 @@ use tokio::time::Instant;
 
 /// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
 /// served in order (a fair lock is held while one waits), so a limit is spread evenly.
+///
+/// The bucket holds one unit at most, the first second included: whatever the idle time
+/// before, units then go at `rate` per second, so no one-second window holds more than `rate`
+/// units plus the one request at its edge (RPM/60 + 1 requests; TPM/60 tokens plus one
+/// request's). A bucket holding a second's worth would let twice the rate through in the first
+/// second, or after any pause, which an endpoint counting a sliding second refuses.
 #[derive(Debug)]
 pub struct Bucket {
     rate: f64,
@@ -58,10 +64,10 @@ impl Fill {
 
 impl Bucket {
     /// A bucket for `per_minute` units, enforced per second as DashScope does: it refills at
-    /// `per_minute / 60` per second and holds at most one second's worth (at least one unit).
+    /// `per_minute / 60` per second and holds one unit, so it starts with no burst.
     pub fn per_minute(per_minute: u64) -> Bucket {
         let rate = per_minute as f64 / 60.0;
-        let capacity = rate.max(1.0);
+        let capacity = 1.0;
         Bucket {
             rate,
             capacity,
@@ -73,7 +79,8 @@ impl Bucket {
     }
 
     /// Waits until `n` units can be spent, then spends them. A request larger than the bucket
-    /// waits for a full bucket and leaves it in debt, which later requests pay off.
+    /// (any request of more than one token) waits for a full bucket and leaves it in debt,
+    /// which later requests pay off.
     pub async fn acquire(&self, n: f64) {
         let mut fill = self.state.lock().await;
         fill.refill(self.rate, self.capacity);
@@ -378,9 +385,6 @@ impl Flow {
         if let Some(t) = start {
             tokio::time::sleep_until(t).await;
         }
-        if let Some(b) = &self.rpm {
-            b.acquire(1.0).await;
-        }
         let tokens = match &self.tpm {
             Some(b) => {
                 let t = self.estimate(body_bytes);
@@ -389,6 +393,11 @@ impl Flow {
             }
             None => 0.0,
         };
+        // The request bucket comes last, so that nothing between it and the send can bunch
+        // its starts: attempts held by a token debt would otherwise all go at once after it.
+        if let Some(b) = &self.rpm {
+            b.acquire(1.0).await;
+        }
         Spend { tokens }
     }
 
@@ -513,21 +522,103 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rpm_is_spread_evenly_over_each_second() {
-        let b = Bucket::per_minute(600); // 10 per second, one second's burst
+        let b = Bucket::per_minute(600); // 10 per second, no burst
         let start = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..11 {
             b.acquire(1.0).await;
         }
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "the first second's worth is free"
+        let t = start.elapsed().as_secs_f64();
+        assert!(
+            (t - 1.0).abs() < 0.01,
+            "the first second holds 10 + 1, took {t}"
         );
         for _ in 0..50 {
             b.acquire(1.0).await;
         }
         let t = start.elapsed().as_secs_f64();
-        assert!((t - 5.0).abs() < 0.01, "50 more at 10/s take 5 s, took {t}");
+        assert!((t - 6.0).abs() < 0.01, "50 more at 10/s take 5 s, took {t}");
+    }
+
+    /// The most units started in any closed one-second window, over (start, units) pairs.
+    fn most_in_any_second(starts: &[(Instant, f64)]) -> f64 {
+        starts
+            .iter()
+            .map(|(t, _)| {
+                starts
+                    .iter()
+                    .filter(|(u, _)| *u >= *t && *u <= *t + Duration::from_secs(1))
+                    .map(|(_, n)| n)
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Starts `tasks` attempts at once, as many workers would, and records when each was
+    /// let through and the tokens it spent.
+    async fn wave(f: &Arc<Flow>, tasks: usize, body: usize) -> Vec<(Instant, f64)> {
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let f = f.clone();
+            handles.push(tokio::spawn(async move {
+                let spend = f.before_attempt(body).await;
+                (Instant::now(), spend.tokens)
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.expect("task"));
+        }
+        starts
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_starts_more_than_rpm_over_60_plus_one_first_or_after_idle() {
+        let f = Arc::new(Flow::new(64, Some(1200), None, None)); // 20 a second
+        let start = Instant::now();
+        let mut starts = wave(&f, 64, 300).await;
+        let first = start.elapsed().as_secs_f64();
+        // Not slower than the rate either: 64 starts at 20 a second, the first at once.
+        assert!((first - 63.0 / 20.0).abs() < 0.01, "took {first}");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        starts.extend(wave(&f, 64, 300).await);
+        let requests: Vec<(Instant, f64)> = starts.iter().map(|(t, _)| (*t, 1.0)).collect();
+        let most = most_in_any_second(&requests);
+        assert!(most <= 21.0, "{most} requests started within one second");
+        let after_idle: Vec<_> = requests[64..].to_vec();
+        assert_eq!(
+            most_in_any_second(&after_idle),
+            21.0,
+            "and the rate is used"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_starts_more_than_tpm_over_60_tokens_plus_one_request() {
+        // 1000 tokens a second; each request is estimated at 100 input + 100 output tokens.
+        let f = Arc::new(Flow::new(64, None, Some(60_000), Some(100)));
+        let mut starts = wave(&f, 40, 300).await;
+        assert!(starts.iter().all(|(_, n)| (*n - 200.0).abs() < 1e-9));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        starts.extend(wave(&f, 40, 300).await);
+        let most = most_in_any_second(&starts);
+        assert!(
+            most <= 1000.0 + 200.0,
+            "{most} tokens started within one second"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_debt_does_not_bunch_the_request_limit() {
+        // 1 request a second; 10,000 tokens a second, so tokens alone would let 50 a second go.
+        let f = Arc::new(Flow::new(16, Some(60), Some(600_000), Some(100)));
+        if let Some(b) = &f.tpm {
+            // An answer used far more than its estimate: five seconds of tokens are owed.
+            b.adjust(50_000.0).await;
+        }
+        let starts = wave(&f, 10, 300).await;
+        let requests: Vec<(Instant, f64)> = starts.iter().map(|(t, _)| (*t, 1.0)).collect();
+        let most = most_in_any_second(&requests);
+        assert!(most <= 2.0, "{most} requests started within one second");
     }
 
     #[tokio::test(start_paused = true)]
