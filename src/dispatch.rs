@@ -700,7 +700,7 @@ async fn run_row(shared: &Shared, p: Prepared) -> Option<Outcome> {
             s.max_retries,
         ))
         .when(|f: &Failure| f.retryable && !shared.stop.is_cancelled())
-        .adjust(retry::next_wait)
+        .adjust(|f, step| retry::next_wait(f, step, s.retry_delay))
         .notify(|_, _: Duration| {
             shared.live.retries.fetch_add(1, Relaxed);
         })
