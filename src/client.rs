@@ -125,6 +125,15 @@ impl Client {
         })
     }
 
+    /// The URL requests go to, for messages: without any user info or query, which may
+    /// carry credentials.
+    pub fn url(&self) -> String {
+        let host = self.uri.host().unwrap_or_default();
+        let port = self.uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let scheme = self.uri.scheme_str().unwrap_or("http");
+        format!("{scheme}://{host}{port}{}", self.uri.path())
+    }
+
     /// Whether requests go through a proxy named by the environment.
     pub fn proxied(&self) -> bool {
         matches!(self.http, Http::Proxied(_))

@@ -26,7 +26,7 @@ pub mod summary;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -528,6 +528,7 @@ async fn run_settings(
         stop: stop.clone(),
         abandon,
         stopped: OnceLock::new(),
+        not_found: AtomicU32::new(0),
     });
     // A signal stops the run through `shared`, so its reason is recorded.
     {
