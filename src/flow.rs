@@ -32,6 +32,11 @@ use tokio::sync::Notify;
 use crate::lock;
 use tokio::time::Instant;
 
+/// How late a bucket's waiter may wake (the timer rounds up to milliseconds, and a busy
+/// runtime adds to that) without the lateness slowing the rate: at 250 requests a second, 1 ms
+/// lost per request would cost a fifth of the rate.
+const LATE_CREDIT: Duration = Duration::from_millis(5);
+
 /// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
 /// served in order (a fair lock is held while one waits), so a limit is spread evenly.
 ///
@@ -40,11 +45,6 @@ use tokio::time::Instant;
 /// holding a second's worth lets twice the rate through in the first second, which an endpoint
 /// counting a sliding second refuses. The little above one unit is [`LATE_CREDIT`]'s worth, so
 /// that a waiter woken late does not lose its lateness to the rate.
-/// How late a bucket's waiter may wake (the timer rounds up to milliseconds, and a busy
-/// runtime adds to that) without the lateness slowing the rate: at 250 requests a second, 1 ms
-/// lost per request would cost a fifth of the rate.
-const LATE_CREDIT: Duration = Duration::from_millis(5);
-
 #[derive(Debug)]
 pub struct Bucket {
     rate: f64,
