@@ -313,6 +313,11 @@ pub struct MockServerArgs {
     #[arg(long, value_name = "N")]
     pub tpm: Option<u64>,
 
+    /// Enforce --rpm, --rps and --tpm over any sliding second (at most the per-second figure
+    /// in any one-second window, the first included) rather than with token buckets.
+    #[arg(long)]
+    pub sliding_window: bool,
+
     /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,

@@ -128,6 +128,15 @@ impl Client {
         })
     }
 
+    /// The URL requests go to, for messages: without any user info or query, which may
+    /// carry credentials.
+    pub fn url(&self) -> String {
+        let host = self.uri.host().unwrap_or_default();
+        let port = self.uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let scheme = self.uri.scheme_str().unwrap_or("http");
+        format!("{scheme}://{host}{port}{}", self.uri.path())
+    }
+
     /// Whether requests go through a proxy named by the environment.
     pub fn proxied(&self) -> bool {
         matches!(self.http, Http::Proxied(_))
@@ -356,26 +365,46 @@ fn pool(https: bool, connect_timeout: Duration, concurrency: usize) -> anyhow::R
     )
 }
 
-/// How long every new attempt should wait, by OpenAI's rate-limit headers: until the window's
-/// reset when the requests left are used up, or when the tokens left would not cover the next
-/// request (`next_tokens`, its estimate).
+/// With no `x-ratelimit-limit-*` header the refill rate is unknown: the pause is the reset, but
+/// at most this long (the next answer's headers tell again).
+const UNKNOWN_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+
+/// How long every new attempt should wait, by OpenAI's rate-limit headers: until the next
+/// request fits, when the requests left are used up or the tokens left would not cover it
+/// (`next_tokens`, its estimate). An `x-ratelimit-reset-*` header says when the whole budget
+/// (`x-ratelimit-limit-*`) is back, and it comes back evenly, so `need` units with `remaining`
+/// left fit after `reset × (need − remaining) / (limit − remaining)`: near a token limit that
+/// is a fraction of a second, where waiting for the full reset stalled the pool for minutes.
 pub fn rate_header_pause(headers: &HeaderMap, next_tokens: f64) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let number = |name: &str| text(name).and_then(|t| t.trim().parse::<f64>().ok());
-    let reset = |name: &str| {
-        text(name)
-            .and_then(retry::parse_reset)
-            .map(|d| d.min(retry::MAX_RETRY_AFTER))
+    // Header names as (remaining, reset, limit): no formatting on the per-answer path.
+    let pause = |[remaining, reset, limit]: [&str; 3], need: f64| {
+        let remaining = number(remaining)?;
+        if remaining >= need {
+            return None;
+        }
+        let reset = text(reset)
+            .and_then(retry::parse_reset)?
+            .min(retry::MAX_RETRY_AFTER);
+        Some(match number(limit) {
+            Some(limit) if limit > remaining => {
+                reset.mul_f64(((need - remaining) / (limit - remaining)).clamp(0.0, 1.0))
+            }
+            _ => reset.min(UNKNOWN_LIMIT_PAUSE),
+        })
     };
-    let requests = number("x-ratelimit-remaining-requests")
-        .is_some_and(|n| n < 1.0)
-        .then(|| reset("x-ratelimit-reset-requests"))
-        .flatten();
-    let tokens = number("x-ratelimit-remaining-tokens")
-        .is_some_and(|n| n < next_tokens)
-        .then(|| reset("x-ratelimit-reset-tokens"))
-        .flatten();
-    requests.max(tokens)
+    let requests = [
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-requests",
+    ];
+    let tokens = [
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+        "x-ratelimit-limit-tokens",
+    ];
+    pause(requests, 1.0).max(pause(tokens, next_tokens))
 }
 
 /// Classifies an error while reading an answer's body (a timeout ends the whole attempt,
@@ -447,7 +476,49 @@ mod tests {
     use crate::retry::tests::headers;
 
     #[test]
-    fn rate_limit_headers_pause_until_the_reset() {
+    fn rate_limit_headers_pause_until_the_next_request_fits() {
+        // 10 tokens left of a million, whole again in 5 minutes: 490 more come in 0.147 s.
+        let near_tpm = headers(&[
+            ("x-ratelimit-limit-tokens", "1000000"),
+            ("x-ratelimit-remaining-tokens", "10"),
+            ("x-ratelimit-reset-tokens", "5m0s"),
+        ]);
+        let d = rate_header_pause(&near_tpm, 500.0).unwrap_or_default();
+        assert!(
+            (d.as_secs_f64() - 300.0 * 490.0 / 999_990.0).abs() < 1e-6,
+            "{d:?}"
+        );
+        // The last request of 60 a minute, whole again in 60 s: one more comes in 1 s.
+        let last_request = headers(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "60s"),
+        ]);
+        let d = rate_header_pause(&last_request, 1.0).unwrap_or_default();
+        assert!((d.as_secs_f64() - 1.0).abs() < 1e-9, "{d:?}");
+        // A request larger than the whole budget waits for all of it.
+        let small_budget = headers(&[
+            ("x-ratelimit-limit-tokens", "400"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "2s"),
+        ]);
+        assert_eq!(
+            rate_header_pause(&small_budget, 500.0),
+            Some(Duration::from_secs(2))
+        );
+        // Without the limit, the reset is waited for a second at most.
+        let no_limit = headers(&[
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(
+            rate_header_pause(&no_limit, 500.0),
+            Some(UNKNOWN_LIMIT_PAUSE)
+        );
+    }
+
+    #[test]
+    fn rate_limit_headers_pause_only_when_used_up() {
         let plenty = headers(&[
             ("x-ratelimit-remaining-requests", "499"),
             ("x-ratelimit-reset-requests", "120ms"),
@@ -461,7 +532,7 @@ mod tests {
         ]);
         assert_eq!(
             rate_header_pause(&no_requests, 500.0),
-            Some(Duration::from_millis(1500))
+            Some(UNKNOWN_LIMIT_PAUSE)
         );
         let few_tokens = headers(&[
             ("x-ratelimit-remaining-requests", "10"),
@@ -471,7 +542,7 @@ mod tests {
         ]);
         assert_eq!(
             rate_header_pause(&few_tokens, 500.0),
-            Some(Duration::from_secs(2))
+            Some(UNKNOWN_LIMIT_PAUSE)
         );
         assert_eq!(rate_header_pause(&few_tokens, 200.0), None);
         assert_eq!(rate_header_pause(&HeaderMap::new(), 1.0), None);

@@ -417,7 +417,14 @@ pub struct Shared {
     pub stopped: OnceLock<Stop>,
     /// Attempts of rows left without a record.
     pub unrecorded: Unrecorded,
+    /// Answers in a row that were 404, with no ok answer since: see [`NOT_FOUND_STOP`].
+    pub not_found: AtomicU32,
 }
+
+/// This many 404 answers in a row, with no ok answer among them, stop the run: the base URL or
+/// the model is wrong, and every row would fail the same way. A 404 for one row's own model
+/// among ok rows resets nothing and stops nothing.
+pub const NOT_FOUND_STOP: u32 = 5;
 
 impl Shared {
     pub fn stop_with(&self, why: Stop) {
@@ -461,6 +468,40 @@ impl Shared {
                 failed: failures,
                 finished,
             });
+        }
+    }
+
+    /// Counts an attempt's answer towards [`NOT_FOUND_STOP`], and stops the run when every
+    /// recent answer was a 404.
+    fn note_not_found(&self, result: &Result<Reply, Failure>) {
+        match result {
+            // An answer, even one the structured-output check rejects, shows that the URL and
+            // the model exist.
+            Ok(_) => {
+                // Read first: most runs never see a 404, and a store per answer would bounce
+                // the line between the workers' cores.
+                if self.not_found.load(Relaxed) != 0 {
+                    self.not_found.store(0, Relaxed);
+                }
+            }
+            Err(f) if f.http_status == Some(404) => {
+                let n = self.not_found.fetch_add(1, Relaxed) + 1;
+                if n >= NOT_FOUND_STOP && !self.stop.is_cancelled() {
+                    let mut stop = f.clone();
+                    stop.message = format!(
+                        "{n} requests in a row got 404 Not Found and none succeeded: check \
+                         the endpoint URL {} and the model `{}` (the server said: {})",
+                        self.client.url(),
+                        self.model,
+                        f.message
+                    );
+                    self.stop_with(Stop::Fatal(stop));
+                }
+            }
+            Err(f) if f.http_status.is_some_and(|s| (200..300).contains(&s)) => {
+                self.not_found.store(0, Relaxed);
+            }
+            Err(_) => {}
         }
     }
 
@@ -799,6 +840,7 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
             })
         });
         last_ms.store(took.as_millis() as u64, Relaxed);
+        shared.note_not_found(&result);
         if let Err(f) = &result {
             if f.possibly_billed {
                 tally.billed.fetch_add(1, Relaxed);
@@ -818,7 +860,7 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
         // After a stop the backoff sleep ends at once and the next attempt is not sent.
         .when(|f: &Failure| f.retryable)
         .sleep(retry::StopSleeper(shared.stop.clone()))
-        .adjust(retry::next_wait)
+        .adjust(|f, step| retry::next_wait(f, step, s.retry_delay))
         .notify(|_, _: Duration| {
             shared.live.retries.fetch_add(1, Relaxed);
         })

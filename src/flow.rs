@@ -33,8 +33,19 @@ use tokio_util::sync::CancellationToken;
 use crate::lock;
 use tokio::time::Instant;
 
+/// How late a bucket's waiter may wake (the timer rounds up to milliseconds, and a busy
+/// runtime adds to that) without the lateness slowing the rate: at 250 requests a second, 1 ms
+/// lost per request would cost a fifth of the rate.
+const LATE_CREDIT: Duration = Duration::from_millis(5);
+
 /// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
 /// served in order (a fair lock is held while one waits), so a limit is spread evenly.
+///
+/// With capacity C, no one-second window starts more than C + `rate` units, the first second
+/// and the second after any pause included. So the buckets hold about one unit: a bucket
+/// holding a second's worth lets twice the rate through in the first second, which an endpoint
+/// counting a sliding second refuses. The little above one unit is [`LATE_CREDIT`]'s worth, so
+/// that a waiter woken late does not lose its lateness to the rate.
 #[derive(Debug)]
 pub struct Bucket {
     rate: f64,
@@ -58,11 +69,26 @@ impl Fill {
 }
 
 impl Bucket {
-    /// A bucket for `per_minute` units, enforced per second as DashScope does: it refills at
-    /// `per_minute / 60` per second and holds at most one second's worth (at least one unit).
-    pub fn per_minute(per_minute: u64) -> Bucket {
+    /// A bucket for `per_minute` requests, enforced per second as DashScope does: it refills
+    /// at `per_minute / 60` per second, and no one-second window starts more than RPM/60 + 1
+    /// of them. Its capacity of one request plus the late credit stays below what would let a
+    /// second whole request into any window (C + rate < floor(rate) + 2).
+    pub fn requests_per_minute(per_minute: u64) -> Bucket {
         let rate = per_minute as f64 / 60.0;
-        let capacity = rate.max(1.0);
+        let headroom = (1.0 - rate.fract()) / 2.0;
+        Bucket::new(rate, 1.0 + (rate * LATE_CREDIT.as_secs_f64()).min(headroom))
+    }
+
+    /// A bucket for `per_minute` tokens, enforced per second. A request waits for at most a
+    /// full bucket and may leave it in debt, so no one-second window starts more than TPM/60
+    /// tokens plus the request at its edge (or plus the capacity, for a request smaller than
+    /// it: one token and [`LATE_CREDIT`]'s worth).
+    pub fn tokens_per_minute(per_minute: u64) -> Bucket {
+        let rate = per_minute as f64 / 60.0;
+        Bucket::new(rate, 1.0 + rate * LATE_CREDIT.as_secs_f64())
+    }
+
+    fn new(rate: f64, capacity: f64) -> Bucket {
         Bucket {
             rate,
             capacity,
@@ -271,8 +297,8 @@ impl Flow {
     ) -> Flow {
         let max = concurrency.max(1) as f64;
         Flow {
-            rpm: rpm.map(Bucket::per_minute),
-            tpm: tpm.map(Bucket::per_minute),
+            rpm: rpm.map(Bucket::requests_per_minute),
+            tpm: tpm.map(Bucket::tokens_per_minute),
             max_tokens,
             window: Mutex::new(Window {
                 limit: max,
@@ -379,9 +405,6 @@ impl Flow {
         if let Some(t) = start {
             tokio::time::sleep_until(t).await;
         }
-        if let Some(b) = &self.rpm {
-            b.acquire(1.0).await;
-        }
         let tokens = match &self.tpm {
             Some(b) => {
                 let t = self.estimate(body_bytes);
@@ -390,6 +413,11 @@ impl Flow {
             }
             None => 0.0,
         };
+        // The request bucket comes last, so that nothing between it and the send can bunch
+        // its starts: attempts held by a token debt would otherwise all go at once after it.
+        if let Some(b) = &self.rpm {
+            b.acquire(1.0).await;
+        }
         Spend { tokens }
     }
 
@@ -532,36 +560,131 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rpm_is_spread_evenly_over_each_second() {
-        let b = Bucket::per_minute(600); // 10 per second, one second's burst
+        let b = Bucket::requests_per_minute(600); // 10 per second, no burst
         let start = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..11 {
             b.acquire(1.0).await;
         }
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "the first second's worth is free"
+        let t = start.elapsed().as_secs_f64();
+        assert!(
+            (t - 1.0).abs() < 0.01,
+            "the first second holds 10 + 1, took {t}"
         );
         for _ in 0..50 {
             b.acquire(1.0).await;
         }
         let t = start.elapsed().as_secs_f64();
-        assert!((t - 5.0).abs() < 0.01, "50 more at 10/s take 5 s, took {t}");
+        assert!((t - 6.0).abs() < 0.01, "50 more at 10/s take 5 s, took {t}");
+    }
+
+    /// The most units started in any closed one-second window, over (start, units) pairs.
+    fn most_in_any_second(starts: &[(Instant, f64)]) -> f64 {
+        starts
+            .iter()
+            .map(|(t, _)| {
+                starts
+                    .iter()
+                    .filter(|(u, _)| *u >= *t && *u <= *t + Duration::from_secs(1))
+                    .map(|(_, n)| n)
+                    .sum::<f64>()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// Starts `tasks` attempts at once, as many workers would, and records when each was
+    /// let through and the tokens it spent.
+    async fn wave(f: &Arc<Flow>, tasks: usize, body: usize) -> Vec<(Instant, f64)> {
+        let mut handles = Vec::new();
+        for _ in 0..tasks {
+            let f = f.clone();
+            handles.push(tokio::spawn(async move {
+                let spend = f.before_attempt(body).await;
+                (Instant::now(), spend.tokens)
+            }));
+        }
+        let mut starts = Vec::new();
+        for h in handles {
+            starts.push(h.await.expect("task"));
+        }
+        starts
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_starts_more_than_rpm_over_60_plus_one_first_or_after_idle() {
+        // 20 a second; then rates just under and over a whole number a second, and a fast one.
+        for rpm in [1200, 1259, 1201, 90, 15_000] {
+            let rate = rpm as f64 / 60.0;
+            let bound = (rate + 1.0).floor();
+            let f = Arc::new(Flow::new(64, Some(rpm), None, None));
+            let start = Instant::now();
+            let mut starts = wave(&f, 64, 300).await;
+            // Not slower than the rate either: 64 starts, the first at once (within 1%: the
+            // timer rounds each wait up to a millisecond).
+            let first = start.elapsed().as_secs_f64();
+            let ideal = 63.0 / rate;
+            assert!((first - ideal).abs() < 0.01 * ideal, "{rpm}: took {first}");
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            starts.extend(wave(&f, 64, 300).await);
+            let requests: Vec<(Instant, f64)> = starts.iter().map(|(t, _)| (*t, 1.0)).collect();
+            let most = most_in_any_second(&requests);
+            assert!(
+                most <= bound,
+                "{rpm}: {most} requests started within one second"
+            );
+            if rate > 1.0 && rate < 63.0 {
+                let after_idle: Vec<_> = requests[64..].to_vec();
+                assert_eq!(
+                    most_in_any_second(&after_idle),
+                    bound,
+                    "{rpm}: the rate is used"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_starts_more_than_tpm_over_60_tokens_plus_one_request() {
+        // 1000 tokens a second; each request is estimated at 100 input + 100 output tokens.
+        let f = Arc::new(Flow::new(64, None, Some(60_000), Some(100)));
+        let mut starts = wave(&f, 40, 300).await;
+        assert!(starts.iter().all(|(_, n)| (*n - 200.0).abs() < 1e-9));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        starts.extend(wave(&f, 40, 300).await);
+        let most = most_in_any_second(&starts);
+        assert!(
+            most <= 1000.0 + 200.0,
+            "{most} tokens started within one second"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_debt_does_not_bunch_the_request_limit() {
+        // 1 request a second; 10,000 tokens a second, so tokens alone would let 50 a second go.
+        let f = Arc::new(Flow::new(16, Some(60), Some(600_000), Some(100)));
+        if let Some(b) = &f.tpm {
+            // An answer used far more than its estimate: five seconds of tokens are owed.
+            b.adjust(50_000.0).await;
+        }
+        let starts = wave(&f, 10, 300).await;
+        let requests: Vec<(Instant, f64)> = starts.iter().map(|(t, _)| (*t, 1.0)).collect();
+        let most = most_in_any_second(&requests);
+        assert!(most <= 2.0, "{most} requests started within one second");
     }
 
     #[tokio::test(start_paused = true)]
     async fn slow_rates_have_a_burst_of_one() {
-        let b = Bucket::per_minute(30); // one every 2 s
+        let b = Bucket::requests_per_minute(30); // one every 2 s
         let start = Instant::now();
         for _ in 0..3 {
             b.acquire(1.0).await;
         }
-        assert_eq!(start.elapsed(), Duration::from_secs(4));
+        let t = start.elapsed().as_secs_f64();
+        assert!((t - 4.0).abs() < 0.01, "{t}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn tpm_debt_and_refund() {
-        let b = Bucket::per_minute(60_000); // 1000 tokens per second
+        let b = Bucket::tokens_per_minute(60_000); // 1000 tokens per second
         let start = Instant::now();
         b.acquire(5000.0).await; // larger than the bucket: goes 4000 into debt
         assert_eq!(start.elapsed(), Duration::ZERO);
@@ -575,7 +698,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_order() {
-        let b = std::sync::Arc::new(Bucket::per_minute(60)); // 1 per second
+        let b = std::sync::Arc::new(Bucket::requests_per_minute(60)); // 1 per second
         b.acquire(1.0).await;
         let mut tasks = Vec::new();
         for i in 0..5u64 {

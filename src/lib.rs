@@ -26,7 +26,7 @@ pub mod summary;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -108,7 +108,14 @@ fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
         retry_after: d("retry-after", &args.retry_after)?,
         hang: d("hang", &args.hang)?,
         seed: args.seed,
-        limits: mock::RateLimits::new(args.rpm, args.rps, args.tpm),
+        limits: {
+            let limits = mock::RateLimits::new(args.rpm, args.rps, args.tpm);
+            if args.sliding_window {
+                limits.sliding()
+            } else {
+                limits
+            }
+        },
         api_key: match &args.require_key_env {
             Some(var) => Some(
                 std::env::var(var)
@@ -559,6 +566,7 @@ async fn run_settings(
         abandon,
         stopped: OnceLock::new(),
         unrecorded: dispatch::Unrecorded::default(),
+        not_found: AtomicU32::new(0),
     });
     // A signal stops the run through `shared`, so its reason is recorded.
     {

@@ -255,15 +255,18 @@ pub fn policy(first: Duration, max: Duration, retries: u32) -> ExponentialBuilde
         .with_max_times(retries as usize)
 }
 
-/// The wait before the next attempt: the server's `Retry-After` when it gave one, otherwise a
-/// uniformly random share of the exponential step (full jitter). `None` ends the retries.
-pub fn next_wait(failure: &Failure, step: Option<Duration>) -> Option<Duration> {
+/// The wait before the next attempt: the server's `Retry-After` when it gave one, but never
+/// less than `floor` (`--retry-delay`), so that `Retry-After: 0` cannot turn backoff off;
+/// otherwise a uniformly random share of the exponential step (full jitter). An answer that
+/// failed the structured-output check asks for a new sample at once (its own zero wait, not
+/// the server's). `None` ends the retries.
+pub fn next_wait(failure: &Failure, step: Option<Duration>, floor: Duration) -> Option<Duration> {
     let step = step?;
-    Some(
-        failure
-            .retry_after
-            .unwrap_or_else(|| step.mul_f64(fastrand::f64())),
-    )
+    Some(match failure.retry_after {
+        Some(hint) if failure.kind == ErrorKind::InvalidOutput => hint,
+        Some(hint) => hint.max(floor),
+        None => step.mul_f64(fastrand::f64()),
+    })
 }
 
 /// The backoff sleep of a row, `Retry-After` included: it ends early when `stop` is cancelled,
@@ -317,10 +320,27 @@ pub(crate) mod tests {
     fn full_jitter_stays_within_the_step() {
         let f = Failure::new(ErrorKind::Server, "x");
         for _ in 0..1000 {
-            let w = next_wait(&f, Some(Duration::from_secs(2))).unwrap_or_default();
+            let w = next_wait(&f, Some(Duration::from_secs(2)), Duration::from_millis(500))
+                .unwrap_or_default();
             assert!(w <= Duration::from_secs(2));
         }
-        assert_eq!(next_wait(&f, None), None);
+        assert_eq!(next_wait(&f, None, Duration::ZERO), None);
+    }
+
+    #[test]
+    fn a_server_hint_never_goes_below_the_backoff_floor() {
+        let floor = Duration::from_millis(500);
+        let step = Some(Duration::from_secs(4));
+        let mut f = Failure::new(ErrorKind::RateLimit, "x");
+        for hint in [0, 1, 499] {
+            f.retry_after = Some(Duration::from_millis(hint));
+            assert_eq!(next_wait(&f, step, floor), Some(floor), "{hint} ms");
+        }
+        f.retry_after = Some(Duration::from_secs(2));
+        assert_eq!(next_wait(&f, step, floor), Some(Duration::from_secs(2)));
+        let mut resample = Failure::new(ErrorKind::InvalidOutput, "not JSON");
+        resample.retry_after = Some(Duration::ZERO);
+        assert_eq!(next_wait(&resample, step, floor), Some(Duration::ZERO));
     }
 
     /// A row's retries under the real policy, with a stop one second in: the wait before the
@@ -349,7 +369,7 @@ pub(crate) mod tests {
             .retry(policy(first, Duration::from_secs(600), 6))
             .when(|f: &Failure| f.retryable)
             .sleep(StopSleeper(stop.clone()))
-            .adjust(next_wait)
+            .adjust(|f, step| next_wait(f, step, first))
             .await;
         assert!(result.is_err_and(|f| !f.retryable));
         (start.elapsed(), attempts.into_inner())

@@ -111,7 +111,10 @@
 //! DashScope enforces RPM/60 and TPM/60: token buckets holding at most one second's worth
 //! (at least one request). A request that does not fit (requests, or its input plus output
 //! tokens) gets 429 `limit_requests` (native `Throttling.RateQuota`) with `retry-after-ms` and
-//! `retry-after` set to the wait until it would fit, and counts as `rate_limited`.
+//! `retry-after` set to the wait until it would fit, and counts as `rate_limited`. With
+//! [`RateLimits::sliding`] (`--sliding-window`) the figures are instead the most admitted in
+//! any sliding second (requests rounded down, at least one; a request larger than the token
+//! figure fits only an empty second).
 //!
 //! # Chat Completions wire format
 //!
