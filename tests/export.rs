@@ -9,24 +9,6 @@ use batchgen::mock::{MockConfig, reply_for};
 use common::*;
 use serde_json::Value;
 
-/// Runs `batchgen export`; returns (exit code, stdout, stderr).
-fn export(args: &[&str]) -> (i32, String, String) {
-    let out = batchgen()
-        .arg("export")
-        .args(args)
-        .output()
-        .expect("run batchgen export");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
 /// Parses CSV text into its header and rows.
 fn parse_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_reader(text.as_bytes());

@@ -95,10 +95,6 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<(String, Strin
     Some((path, header("authorization")))
 }
 
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("path")
-}
-
 // 16: JSONL input edges.
 
 #[test]
@@ -153,7 +149,7 @@ fn huge_durations_exit_2_naming_the_flag() {
         "--retry-max-delay",
     ] {
         for value in ["1e20", "1e15", "100000000000000y"] {
-            let (code, stderr) = run(&[path_str(&input), "--base-url", "mock", flag, value]);
+            let (code, stderr) = run(&[path(&input), "--base-url", "mock", flag, value]);
             assert_eq!(code, 2, "{flag} {value}: {stderr}");
             assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
         }
@@ -163,10 +159,10 @@ fn huge_durations_exit_2_naming_the_flag() {
         "job.toml",
         &format!(
             "input = \"{}\"\nbase_url = \"mock\"\ntimeout = 1e20\n",
-            path_str(&input)
+            path(&input)
         ),
     );
-    let (code, stderr) = run(&["--job", path_str(&job)]);
+    let (code, stderr) = run(&["--job", path(&job)]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("timeout"), "{stderr}");
 }
@@ -195,7 +191,7 @@ fn a_host_that_only_starts_with_127_needs_a_key() {
     ] {
         let out = batchgen()
             .env_remove("DASHSCOPE_API_KEY")
-            .args(["run", path_str(&input), "--dry-run", "--base-url", url])
+            .args(["run", path(&input), "--dry-run", "--base-url", url])
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -213,7 +209,7 @@ fn a_host_that_only_starts_with_127_needs_a_key() {
     ] {
         let out = batchgen()
             .env_remove("DASHSCOPE_API_KEY")
-            .args(["run", path_str(&input), "--dry-run", "--base-url", url])
+            .args(["run", path(&input), "--dry-run", "--base-url", url])
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -259,9 +255,9 @@ fn a_401_that_echoes_the_key_is_scrubbed_from_every_output() {
     let summary = dir.path().join("summary.json");
     let output = batchgen()
         .env("DASHSCOPE_API_KEY", ECHOED_KEY)
-        .args(["run", path_str(&input), "-o", path_str(&out)])
+        .args(["run", path(&input), "-o", path(&out)])
         .args(["--base-url", &server.url, "-c", "1"])
-        .args(["--summary-json", path_str(&summary)])
+        .args(["--summary-json", path(&summary)])
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();

@@ -11,24 +11,6 @@ use batchgen::mock::MockConfig;
 use common::*;
 use serde_json::Value;
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Runs `batchgen export`; returns (exit code, stdout, stderr).
-fn export(args: &[&str]) -> (i32, String, String) {
-    let out = batchgen()
-        .arg("export")
-        .args(args)
-        .output()
-        .expect("run batchgen export");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The lines of a file that are records, by id; other lines are left out.
 fn readable_records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)

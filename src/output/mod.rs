@@ -165,6 +165,7 @@ pub async fn write_all(
     };
     let mut error: Option<std::io::Error> = None;
     let mut failed = Some(failed);
+    let mut written = false;
     while let Some(o) = rx.recv().await {
         if error.is_some() {
             summary.add_unwritten(&o);
@@ -173,7 +174,15 @@ pub async fn write_all(
         let mut result = add(o, &mut buf, &mut batch);
         // Gather what arrives within GATHER of the first record: at thousands of rows a
         // second that is one write instead of dozens, and a crash loses at most GATHER more.
-        let until = tokio::time::Instant::now() + GATHER;
+        // The run's first write goes at once: an output that cannot be written (a full disk)
+        // stops the run before the workers send their next rows.
+        let gather = if written {
+            GATHER
+        } else {
+            std::time::Duration::ZERO
+        };
+        written = true;
+        let until = tokio::time::Instant::now() + gather;
         while buf.len() < WRITE_BATCH && result.is_ok() {
             result = match rx.try_recv() {
                 Ok(o) => add(o, &mut buf, &mut batch),

@@ -152,3 +152,22 @@ pub fn run_io(input: &Path, out: &Path, url: &str, extra: &[&str]) -> (i32, Stri
     all.extend_from_slice(extra);
     run(&all)
 }
+
+/// A path as a command-line argument.
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs `batchgen export`; returns (exit code, stdout, stderr).
+pub fn export(args: &[&str]) -> (i32, String, String) {
+    let out = batchgen()
+        .arg("export")
+        .args(args)
+        .output()
+        .expect("run batchgen export");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
