@@ -429,14 +429,17 @@ impl Flow {
         body_bytes: usize,
         stop: &CancellationToken,
     ) -> Option<(Slot, Spend)> {
-        tokio::select! {
+        // The waits first: when nothing holds the attempt back (the common case at speed), the
+        // stop is never registered with, only checked once, after.
+        let ready = tokio::select! {
             biased;
-            _ = stop.cancelled() => None,
             ready = async {
                 let slot = self.slot().await;
                 (slot, self.before_attempt(body_bytes).await)
-            } => Some(ready),
-        }
+            } => ready,
+            _ = stop.cancelled() => return None,
+        };
+        (!stop.is_cancelled()).then_some(ready)
     }
 
     /// Learns from how an attempt ended.
