@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use batchgen::mock::{MockConfig, reply_for};
 use common::*;
 use serde_json::Value;
