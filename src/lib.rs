@@ -162,8 +162,10 @@ fn shutdown_signals() -> (CancellationToken, CancellationToken) {
                     a.cancel();
                 }
                 _ => {
-                    // Never in the middle of a write: the results file keeps whole records.
-                    let _writing = lock(&output::WRITING);
+                    // Not in the middle of a write, so the results file keeps whole records;
+                    // but a write that hangs (a pipe nobody reads, a stuck network disk) does
+                    // not hold the exit past a second: a rerun repairs a torn last line.
+                    let _writing = output::writing_within(std::time::Duration::from_secs(1));
                     say(
                         "interrupted a third time: exiting now, without a summary; a rerun resumes",
                     );

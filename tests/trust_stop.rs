@@ -295,3 +295,41 @@ fn a_full_disk_stops_at_once_with_a_summary() {
     let counted = s["requests"].as_u64().unwrap_or_default();
     assert!((requests..=12).contains(&counted), "{requests} sent: {s}");
 }
+
+#[test]
+fn a_third_signal_exits_even_while_a_write_hangs() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(2000));
+    // The output is a pipe that is opened for reading and never read: once its buffer is full,
+    // the writer's next write hangs, holding the write lock.
+    let out = dir.path().join("out.pipe");
+    let made = Command::new("mkfifo").arg(&out).status().expect("mkfifo");
+    assert!(made.success());
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK: open without a writer
+        .open(&out)
+        .expect("open the pipe");
+    let mut run = Running::start(&input, &out, &ep.url(), &["-c", "8"]);
+    // 64 KiB of records fill the pipe after a few hundred rows: then the run stalls, its
+    // workers waiting on the hung writer. Wait until the request count stops moving.
+    let mut last = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = ep.stats().requests;
+        if now > 0 && now == last {
+            break;
+        }
+        last = now;
+    }
+    run.signal("INT");
+    run.wait_for_line("interrupted:");
+    run.signal("TERM");
+    run.wait_for_line("interrupted again");
+    run.signal("INT");
+    let (code, stderr) = run.finish();
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("interrupted a third time"), "{stderr}");
+}

@@ -136,6 +136,21 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 /// leaves half a batch behind.
 pub static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Takes [`WRITING`] if the writer lets go of it within `wait`; `None` when a write is stuck.
+pub fn writing_within(wait: std::time::Duration) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let until = std::time::Instant::now() + wait;
+    loop {
+        match WRITING.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
 /// The writer task: the only owner of the results file. It ends when every sender of `rx`
 /// is dropped (the dispatcher and all workers are done), after a final fsync.
 ///
