@@ -71,37 +71,13 @@ impl Summary {
     /// Counts a finished row, with its cost (`None` for errors, unpriced models and answers
     /// without usage).
     pub fn add(&mut self, o: &Outcome) {
-        self.requests += u64::from(o.attempts);
-        self.retries += u64::from(o.attempts.saturating_sub(1));
-        self.possibly_billed += u64::from(o.possibly_billed);
-        let d = &o.discarded_usage;
-        self.input_tokens += d.input_tokens;
-        self.output_tokens += d.output_tokens;
-        self.reasoning_tokens += d.reasoning_tokens;
-        self.cached_tokens += d.cached_tokens;
-        if let Some(c) = &o.discarded_cost {
-            self.add_cost(c);
-        }
+        self.add_spend(o);
         match &o.result {
             Ok(r) => {
                 self.rows_ok += 1;
                 self.latency.saturating_record(o.latency_ms.max(1));
-                if let Some(u) = &r.usage {
-                    self.input_tokens += u.input_tokens;
-                    self.output_tokens += u.output_tokens;
-                    self.reasoning_tokens += u.reasoning_tokens;
-                    self.cached_tokens += u.cached_tokens;
-                }
                 if r.finish_reason.as_deref() == Some("length") {
                     self.truncated += 1;
-                }
-                match &o.cost {
-                    Some(c) => self.add_cost(c),
-                    None if r.usage.is_none() => self.rows_without_usage += 1,
-                    None => {
-                        let model = r.model.as_deref().unwrap_or(&o.model);
-                        self.unpriced_models.insert(model.to_string());
-                    }
                 }
             }
             Err(f) => {
@@ -127,9 +103,10 @@ impl Summary {
         self.possibly_billed += possibly_billed;
     }
 
-    /// Counts what a row whose record could not be written spent: its attempts, tokens and
-    /// cost. The row stays not sent, and a rerun sends it again.
-    pub fn add_unwritten(&mut self, o: &Outcome) {
+    /// Counts what a row spent: its attempts, tokens and cost. [`Summary::add`] counts this
+    /// and the row's outcome; alone, it counts a row whose record could not be written, which
+    /// stays not sent, so a rerun sends it again.
+    pub fn add_spend(&mut self, o: &Outcome) {
         let attempts = u64::from(o.attempts);
         self.add_unrecorded(
             attempts,

@@ -183,7 +183,7 @@ pub async fn write_all(
     let mut written = false;
     while let Some(o) = rx.recv().await {
         if error.is_some() {
-            summary.add_unwritten(&o);
+            summary.add_spend(&o);
             continue;
         }
         let mut result = add(o, &mut buf, &mut batch);
@@ -218,7 +218,7 @@ pub async fn write_all(
         match result {
             Ok(()) => batch.drain(..).for_each(|o| summary.add(&o)),
             Err(e) => {
-                batch.drain(..).for_each(|o| summary.add_unwritten(&o));
+                batch.drain(..).for_each(|o| summary.add_spend(&o));
                 if let Some(f) = failed.take() {
                     f(&e);
                 }
