@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::client::Client;
 use crate::flow::{Flow, Signal};
 use crate::input::{self, Item, Problem};
-use crate::lock;
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
 use crate::pricing::{self, Cost, Prices};
@@ -24,6 +23,7 @@ use crate::request::{Builder, Prepared, Reply};
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::{InputSpec, Settings};
 use crate::structured::Structured;
+use crate::sync::lock;
 
 /// Whether the input file is small enough for validation to keep its built requests.
 fn small_input(spec: &InputSpec) -> bool {
@@ -508,7 +508,7 @@ impl Shared {
     /// Switches the run to streaming, saying so once.
     fn switch_to_stream(&self, why: &Failure) {
         if !self.stream.swap(true, Relaxed) && !self.settings.quiet {
-            crate::say(format_args!(
+            crate::printer::say(format_args!(
                 "note: model `{}` answered \"{}\"; streaming this row and the rest of the run \
                  (pass --stream to start that way)",
                 self.model, why.message

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::lock;
+use crate::sync::lock;
 use tokio::time::Instant;
 
 /// How late a bucket's waiter may wake (the timer rounds up to milliseconds, and a busy

@@ -17,14 +17,15 @@ pub mod input;
 pub mod mock;
 pub mod output;
 pub mod pricing;
+pub mod printer;
 pub mod progress;
 pub mod request;
 pub mod retry;
 pub mod settings;
 pub mod structured;
 pub mod summary;
+pub mod sync;
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, MockServerArgs, RunArgs};
 use crate::dispatch::{Shared, Stop};
 use crate::pricing::Prices;
+use crate::printer::say;
 use crate::progress::Live;
 use crate::request::Builder;
 use crate::settings::{Endpoint, Settings, parse_duration};
@@ -59,11 +61,6 @@ impl Exit {
     pub fn code(self) -> i32 {
         self as i32
     }
-}
-
-/// Writes a line to stderr; the one place outside progress and the summary that talks.
-fn say(line: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Runs a parsed command line.
@@ -290,7 +287,7 @@ fn dry_run_report(
             .map(|s| format!(" (prices: {s})"))
             .unwrap_or_default()
     );
-    let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    crate::printer::write_raw(out.as_bytes());
     if let Some(path) = &settings.summary_json {
         let json = serde_json::json!({
             "dry_run": true,
@@ -310,12 +307,6 @@ fn dry_run_report(
             .map_err(|e| Failed(Exit::Stopped, format!("cannot write the summary: {e}")))?;
     }
     Ok(Exit::Ok)
-}
-
-/// Locks a mutex, taking over a poisoned one: every mutex here guards plain counters that a
-/// panic cannot leave half-updated in a way that matters.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A setup failure: the exit code and what to tell the user.
@@ -762,7 +753,9 @@ async fn run_settings(
         None => Exit::Ok,
     };
     let report = summary.report(started.elapsed().as_secs_f64(), exit.code(), &output_name);
-    let _ = report.render(&mut std::io::stderr().lock());
+    let mut text = Vec::new();
+    let _ = report.render(&mut text);
+    crate::printer::write_raw(&text);
     if let Some(path) = &settings.summary_json {
         let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         if let Err(e) = fs_err::write(path, json) {

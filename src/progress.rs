@@ -1,7 +1,7 @@
 //! Progress: live counters shared by the workers and the writer, shown as an indicatif bar on
 //! a terminal or as one plain line per interval otherwise (cron logs). The only indicatif user.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ async fn plain(live: Arc<Live>, interval: Duration, done: CancellationToken) {
         tokio::select! {
             _ = done.cancelled() => return,
             _ = tick.tick() => {
-                let _ = writeln!(std::io::stderr().lock(), "{}", live.line());
+                crate::printer::say(live.line());
             }
         }
     }
@@ -152,6 +152,7 @@ async fn bar(live: Arc<Live>, done: CancellationToken) {
     let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} | {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb.set_style(style);
+    crate::printer::set_bar(Some(pb.clone()));
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         pb.set_position(live.done.load(Relaxed));
@@ -171,5 +172,6 @@ async fn bar(live: Arc<Live>, done: CancellationToken) {
             _ = tick.tick() => {}
         }
     }
+    crate::printer::set_bar(None);
     pb.finish_and_clear();
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::lock;
+use crate::sync::lock;
 
 use super::text::fnv1a64;
 

@@ -157,7 +157,7 @@ impl Limiter {
 
     /// Admits a request of `tokens` tokens, or says how long to wait.
     pub(crate) fn admit(&self, tokens: u64) -> Result<(), Duration> {
-        let mut guard = crate::lock(&self.state);
+        let mut guard = crate::sync::lock(&self.state);
         let now = Instant::now();
         let (requests, toks, at) = match &mut *guard {
             State::Buckets(requests, toks, at) => (requests, toks, at),

@@ -211,7 +211,7 @@ pub async fn write_all(
             };
         }
         let result = result.and_then(|()| {
-            let _writing = crate::lock(&WRITING);
+            let _writing = crate::sync::lock(&WRITING);
             file.write_all(&buf)
         });
         buf.clear();
