@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
-use crate::flow::{Flow, Signal};
 use crate::input::{self, Item, Problem};
+use crate::limit::{Flow, Signal};
 use crate::output::Outcome;
 use crate::output::resume::{Previous, Status, id_key};
 use crate::pricing::{self, Cost, Prices};

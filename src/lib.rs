@@ -12,8 +12,8 @@ pub mod cli;
 pub mod client;
 pub mod dispatch;
 pub mod export;
-pub mod flow;
 pub mod input;
+pub mod limit;
 pub mod mock;
 pub mod output;
 pub mod pricing;
@@ -503,7 +503,7 @@ async fn run_settings(
             url
         }
     };
-    let flow = Arc::new(flow::Flow::new(
+    let flow = Arc::new(limit::Flow::new(
         settings.concurrency,
         settings.rpm,
         settings.tpm,
