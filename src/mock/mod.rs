@@ -261,102 +261,45 @@
 mod answer;
 mod body;
 mod chat;
+mod config;
+mod errors;
 mod faults;
 mod limits;
 mod message;
 mod native;
+mod reply;
 mod responses;
 mod schema;
 mod server;
+mod stats;
 mod text;
+mod wire;
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use config::MockConfig;
 pub use faults::FaultRates;
 pub use limits::RateLimits;
+pub use stats::StatsSnapshot;
 pub use text::{count_tokens, reasoning_for, reply_for};
-
-/// How the mock endpoint behaves.
-#[derive(Debug, Clone)]
-pub struct MockConfig {
-    /// Fixed delay before answering (default 0).
-    pub latency: Duration,
-    /// Plus a uniform random delay in `0..=jitter` (default 0).
-    pub jitter: Duration,
-    /// Fault probabilities (default: all zero).
-    pub faults: FaultRates,
-    /// 0: faults may hit any attempt. N > 0: faults only on the first N times a given request
-    /// body (exact bytes) is seen; later ones always succeed.
-    pub fault_attempts: u32,
-    /// Sent with 429s as `retry-after-ms` and `retry-after` (seconds, rounded up). Default 1s.
-    pub retry_after: Duration,
-    /// How long a "hang" fault holds the request before dropping the connection (default 1h).
-    pub hang: Duration,
-    /// Seed for the fault draws (random if `None`).
-    pub seed: Option<u64>,
-    /// Requests and tokens per second the endpoint admits (default: unlimited).
-    pub limits: RateLimits,
-    /// When set, requests must carry `Authorization: Bearer <key>`; others get 401
-    /// `invalid_api_key` (native `InvalidApiKey`), counted as `bad_requests`.
-    pub api_key: Option<String>,
-}
-
-impl Default for MockConfig {
-    fn default() -> Self {
-        MockConfig {
-            latency: Duration::ZERO,
-            jitter: Duration::ZERO,
-            faults: FaultRates::default(),
-            fault_attempts: 0,
-            retry_after: Duration::from_secs(1),
-            hang: Duration::from_secs(3600),
-            seed: None,
-            limits: RateLimits::default(),
-            api_key: None,
-        }
-    }
-}
-
-/// Counters of a running mock server; see the module docs for what each counts.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub ok: u64,
-    pub rate_limited: u64,
-    pub server_errors: u64,
-    pub unavailable: u64,
-    pub resets: u64,
-    pub malformed: u64,
-    pub truncated: u64,
-    pub hangs: u64,
-    pub bad_requests: u64,
-    pub input_tokens: u64,
-    /// Including the reasoning tokens.
-    pub output_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub chat_requests: u64,
-    pub responses_requests: u64,
-    pub native_requests: u64,
-}
 
 /// A running mock endpoint. Dropping it stops the server too (without waiting).
 pub struct MockServer {
     addr: SocketAddr,
     cancel: CancellationToken,
     task: Option<JoinHandle<()>>,
-    stats: Arc<server::Stats>,
+    stats: Arc<stats::Stats>,
 }
 
 impl MockServer {
     /// Binds `addr` (use 127.0.0.1:0 for a free port) and serves in a spawned task.
     pub async fn start(cfg: MockConfig, addr: SocketAddr) -> std::io::Result<MockServer> {
-        let stats = Arc::new(server::Stats::default());
+        let stats = Arc::new(stats::Stats::default());
         let cancel = CancellationToken::new();
         let (addr, task) = server::spawn(cfg, addr, Arc::clone(&stats), cancel.clone()).await?;
         Ok(MockServer {

@@ -1,6 +1,6 @@
 //! OpenAI Responses API wire format for the mock: request parsing and the JSON body and SSE
-//! events (in DashScope's relay framing: no space after `event:` and `data:`). Errors use the
-//! chat style's OpenAI body.
+//! events (in DashScope's relay framing: no space after `event:` and `data:`). Error answers
+//! use the OpenAI body of `errors`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,11 +9,10 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::answer::{
-    Ask, CachedTokens, Finish, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
-};
+use super::answer::{Ask, Finish, Format, Generated};
 use super::message::{Content, RawFormat, RawMessage, conversation};
 use super::text::split_content;
+use super::wire::{CachedTokens, ReasoningTokens, Stream, to_json, write_json};
 
 // ---------------------------------------------------------------------------------------------
 // Request
