@@ -7,10 +7,10 @@
 //! `--id-field` value (or `custom_id`) through [`input::row_id`]; the 1-based row number when
 //! no row has an id; and, for the rows `run --skip-invalid` turned into `invalid_input`
 //! records, `line:N` (an unusable id, or no id while other rows have one) and `ID#line:N` (the
-//! later row of a duplicate id), all by [`crate::dispatch::record_id`], the code `run` names
+//! later row of a duplicate id), all by [`record_id`], the code `run` names
 //! records with. When RESULTS holds several records for an id (a resumed run not yet
 //! compacted), the latest line wins, as it does for resume (an `invalid_input` record never
-//! replaces an `ok` one); lines are read by [`resume::classify`], as resume reads them.
+//! replaces an `ok` one); lines are read by [`RecordLines`], as resume reads them.
 //!
 //! # Output
 //!
@@ -81,17 +81,16 @@ use serde_json::Value;
 
 use crate::Exit;
 use crate::cli::{ExportArgs, InputFormat};
+use crate::input::ids::{id_key, record_id};
 use crate::input::{self, Item, RawRow};
-use crate::output::resume::{self, id_key};
+use crate::record::{Line, RecordLines};
 use crate::settings::format_of;
 use crate::settings::{InputSpec, default_output};
 
-const READ_BUFFER: usize = 256 * 1024;
 /// Small enough that a seek far away wastes little, large enough to hold the neighbours a
 /// record was written with.
 const SEEK_BUFFER: usize = 64 * 1024;
 const WRITE_BUFFER: usize = 256 * 1024;
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const STDOUT: &str = "<stdout>";
 /// Problems and warnings named one by one, at most; the rest are counted.
 const MAX_PROBLEMS: usize = crate::dispatch::MAX_PROBLEMS;
@@ -358,21 +357,6 @@ fn write_file(
     Ok(())
 }
 
-/// Opens a file for reading, decompressing gzip when the first bytes say so (as
-/// [`input::open`] does).
-fn open_text(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let file = fs_err::File::open(path)?;
-    let mut buffered = BufReader::with_capacity(READ_BUFFER, file);
-    if buffered.fill_buf()?.starts_with(&GZIP_MAGIC) {
-        Ok(Box::new(BufReader::with_capacity(
-            READ_BUFFER,
-            flate2::bufread::MultiGzDecoder::new(buffered),
-        )))
-    } else {
-        Ok(Box::new(buffered))
-    }
-}
-
 // ---- Pass 1: the latest record of each id ----
 
 /// An [`id_key`] as two words, so that a table entry takes 24 bytes rather than 32.
@@ -438,14 +422,9 @@ struct Parsed {
 
 fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results, ExportError> {
     let name = path.display();
-    let file = fs_err::File::open(path).map_err(|e| usage(e.to_string()))?;
+    let mut lines = RecordLines::open(path).map_err(|e| usage(e.to_string()))?;
     let unreadable = |e: io::Error| usage(format!("cannot read {name}: {e}"));
-    let mut reader = BufReader::with_capacity(READ_BUFFER, file);
-    if reader
-        .fill_buf()
-        .map_err(unreadable)?
-        .starts_with(&GZIP_MAGIC)
-    {
+    if input::is_gzip(lines.peek().map_err(unreadable)?) {
         return Err(usage(format!(
             "{name}: the results file is gzip-compressed; export reads it by seeking, so \
              decompress it first (gunzip -k)"
@@ -456,19 +435,12 @@ fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results, ExportErro
         latest: 0,
         has_parsed: false,
     };
-    let mut line = Vec::with_capacity(4096);
-    let (mut offset, mut line_no, mut skipped) = (0u64, 0u64, 0u64);
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(unreadable)?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        // Lines are read as the resume scan reads them, and the latest record chosen alike.
-        match resume::classify(&line) {
-            resume::Line::Record(head) => {
-                let flagged = offset | if head.ok { OK } else { 0 };
+    let mut skipped = 0u64;
+    // Lines are read as the resume scan reads them, and the latest record chosen alike.
+    while let Some(l) = lines.next_line().map_err(unreadable)? {
+        match &l.line {
+            Line::Record(head) => {
+                let flagged = l.offset | if head.ok { OK } else { 0 };
                 match results.index.entry(Key::of(&head.id)) {
                     Entry::Occupied(mut e) => {
                         if head.supersedes(*e.get() & OK != 0) {
@@ -481,25 +453,26 @@ fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results, ExportErro
                 }
                 if !results.has_parsed && head.ok {
                     results.has_parsed =
-                        serde_json::from_slice::<Parsed>(&line).is_ok_and(|p| p.parsed.is_some());
+                        serde_json::from_slice::<Parsed>(l.text).is_ok_and(|p| p.parsed.is_some());
                 }
             }
-            resume::Line::Blank => {}
+            Line::Blank => {}
             // A crash cut the last record short: `run` would drop it and send the row again.
-            resume::Line::NotRecord if line.last() != Some(&b'\n') => {
+            Line::NotRecord if l.torn() => {
                 let _ = writeln!(
                     diag,
-                    "{name}:{line_no}: ignored a torn last line ({n} bytes) left by an interrupted run"
+                    "{name}:{}: ignored a torn last line ({} bytes) left by an interrupted run",
+                    l.number,
+                    l.text.len()
                 );
             }
-            resume::Line::NotRecord => {
+            Line::NotRecord => {
                 skipped += 1;
                 if skipped <= MAX_PROBLEMS as u64 {
-                    let _ = writeln!(diag, "{name}:{line_no}: not a result record; skipped");
+                    let _ = writeln!(diag, "{name}:{}: not a result record; skipped", l.number);
                 }
             }
         }
-        offset += n as u64;
     }
     if skipped > MAX_PROBLEMS as u64 {
         let _ = writeln!(
@@ -563,7 +536,7 @@ fn csv_columns(path: &Path) -> io::Result<Columns> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(open_text(path)?);
+        .from_reader(input::open_text(path)?);
     let mut record = csv::ByteRecord::new();
     let mut columns = Columns::default();
     if reader.read_byte_record(&mut record).unwrap_or(false) {
@@ -579,7 +552,7 @@ fn csv_columns(path: &Path) -> io::Result<Columns> {
 /// The top-level keys of a JSONL input's rows in first-seen order, read from the text (the
 /// parsed rows keep keys sorted). Lines that are not objects add nothing.
 fn jsonl_columns(path: &Path) -> io::Result<Columns> {
-    let mut reader = open_text(path)?;
+    let mut reader = input::open_text(path)?;
     let mut columns = Columns::default();
     let mut line = Vec::with_capacity(4096);
     loop {
@@ -751,7 +724,7 @@ fn check_input(
 fn join_id(row: &RawRow, id_field: &str, plan: &Plan) -> String {
     let own = input::row_id(&row.fields, id_field);
     let duplicate = plan.duplicates.contains(&row.number);
-    crate::dispatch::record_id(row.line, row.number, &own, plan.own_ids, duplicate)
+    record_id(row.line, row.number, &own, plan.own_ids, duplicate)
 }
 
 // ---- Pass 3: the rows written, each with its record ----

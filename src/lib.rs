@@ -19,6 +19,7 @@ pub mod output;
 pub mod pricing;
 pub mod printer;
 pub mod progress;
+pub mod record;
 pub mod request;
 pub mod retry;
 pub mod settings;
@@ -641,7 +642,7 @@ async fn run_settings(
     ));
 
     for (line, id, reason) in std::mem::take(&mut plan.invalid) {
-        let outcome = output::Outcome {
+        let outcome = record::Outcome {
             id,
             hash: 0,
             metadata: None,
