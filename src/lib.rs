@@ -69,7 +69,13 @@ pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run(*args, shutdown_signals()).await,
         Command::MockServer(args) => mock_server(*args).await,
-        Command::Export(args) => export::run(&args),
+        Command::Export(args) => match settings::export::Options::resolve(&args) {
+            Ok(options) => export::run(&options),
+            Err(e) => {
+                say(format_args!("error: {e}"));
+                Exit::Usage
+            }
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();
