@@ -116,7 +116,7 @@ pub fn scan(path: &Path, repair: bool) -> std::io::Result<Previous> {
                     prev.newline_added = true;
                 }
             }
-            _ if !l.whole() => {
+            _ if l.torn() => {
                 prev.torn_bytes = l.text.len() as u64;
                 good_end = Some(l.offset);
                 break;
