@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
+use crate::input::ids::{OwnId, id_key, record_id};
 use crate::input::{self, Item, Problem};
 use crate::limit::{Flow, Signal};
-use crate::output::Outcome;
-use crate::output::resume::{Previous, Status, id_key};
+use crate::output::resume::{Previous, Status};
 use crate::pricing::{self, Cost, Prices};
 use crate::progress::Live;
+use crate::record::Outcome;
 use crate::request::{Builder, Prepared, Reply};
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::{InputSpec, Settings};
@@ -172,24 +173,6 @@ impl Plan {
                 }
             }
         }
-    }
-}
-
-/// What a row's id field holds, as [`input::row_id`] reads it: an id, none, or why it is
-/// unusable.
-pub type OwnId = Result<Option<String>, String>;
-
-/// The id of a row's record: the one piece of code by which `run` names records and `export`
-/// finds them. It is the row's own id (`own`), or its row number when no row of the input has
-/// an id (`own_ids` false); `line:N` for a row whose id is unusable, or missing while other
-/// rows have one; `ID#line:N` for a later row of a duplicate id (`duplicate`), valid or not.
-pub fn record_id(line: u64, number: u64, own: &OwnId, own_ids: bool, duplicate: bool) -> String {
-    match own {
-        Err(_) => format!("line:{line}"),
-        Ok(Some(id)) if duplicate => format!("{id}#line:{line}"),
-        Ok(Some(id)) => id.clone(),
-        Ok(None) if own_ids => format!("line:{line}"),
-        Ok(None) => number.to_string(),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod output;
 pub mod pricing;
 pub mod printer;
 pub mod progress;
+pub mod record;
 pub mod request;
 pub mod retry;
 pub mod settings;
@@ -68,7 +69,13 @@ pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
         Command::Run(args) => run(*args, shutdown_signals()).await,
         Command::MockServer(args) => mock_server(*args).await,
-        Command::Export(args) => export::run(&args),
+        Command::Export(args) => match settings::export::Options::resolve(&args) {
+            Ok(options) => export::run(&options),
+            Err(e) => {
+                say(format_args!("error: {e}"));
+                Exit::Usage
+            }
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();
@@ -641,7 +648,7 @@ async fn run_settings(
     ));
 
     for (line, id, reason) in std::mem::take(&mut plan.invalid) {
-        let outcome = output::Outcome {
+        let outcome = record::Outcome {
             id,
             hash: 0,
             metadata: None,

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::limit::Flow;
-use crate::output::Outcome;
+use crate::record::Outcome;
 use crate::settings::ProgressMode;
 
 /// Counters of the rows sent in this run; written with relaxed atomics, read by the display.

@@ -1,6 +1,8 @@
 //! Resolves the command line, the job file, the environment and the defaults, in that order of
 //! precedence, once, into immutable `Settings`. Nothing downstream sees clap or TOML.
 
+pub mod export;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -7,8 +7,8 @@ use std::io::{self, Write};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::output::Outcome;
 use crate::pricing::{Cost, Prices, round_cost};
+use crate::record::Outcome;
 
 /// Counts of a run, as they accumulate.
 #[derive(Debug)]

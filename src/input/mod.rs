@@ -2,7 +2,10 @@
 //! with the line each row starts on, so that every problem can be named as `file:line`.
 
 mod csv;
+pub mod ids;
 mod jsonl;
+
+pub use ids::row_id;
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -63,21 +66,31 @@ pub fn open(spec: &InputSpec) -> io::Result<Rows> {
             "stdin must be spooled to a file first",
         )
     })?;
+    let reader = open_text(path)?;
+    Ok(match spec.format {
+        InputFormat::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
+        InputFormat::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
+    })
+}
+
+/// Opens a file's text, decompressing gzip when the first bytes say so (see [`is_gzip`]).
+pub fn open_text(path: &std::path::Path) -> io::Result<Box<dyn BufRead + Send>> {
     let file = fs_err::File::open(path)?;
     let mut buffered = BufReader::with_capacity(READ_BUFFER, file);
-    let gz = buffered.fill_buf()?.starts_with(&GZIP_MAGIC);
-    let reader: Box<dyn BufRead + Send> = if gz {
+    Ok(if is_gzip(buffered.fill_buf()?) {
         Box::new(BufReader::with_capacity(
             READ_BUFFER,
             flate2::bufread::MultiGzDecoder::new(buffered),
         ))
     } else {
         Box::new(buffered)
-    };
-    Ok(match spec.format {
-        InputFormat::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
-        InputFormat::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
     })
+}
+
+/// Whether a file's first bytes are gzip's magic number: compression is told by content,
+/// not by the name.
+pub fn is_gzip(head: &[u8]) -> bool {
+    head.starts_with(&GZIP_MAGIC)
 }
 
 /// Copies stdin to a temporary file, so that the input can be validated before it is sent.
@@ -95,21 +108,6 @@ pub fn field_text(value: &Value) -> Option<std::borrow::Cow<'_, str>> {
         Value::String(s) => Some(std::borrow::Cow::Borrowed(s)),
         Value::Null => None,
         other => Some(std::borrow::Cow::Owned(other.to_string())),
-    }
-}
-
-/// The id a row gives itself, if any: the `id_field`, or `custom_id` (OpenAI Batch lines).
-pub fn row_id(fields: &Map<String, Value>, id_field: &str) -> Result<Option<String>, String> {
-    let value = fields
-        .get(id_field)
-        .filter(|v| !v.is_null())
-        .or_else(|| fields.get("custom_id").filter(|v| !v.is_null()));
-    match value {
-        None => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Err(format!("empty `{id_field}`")),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(format!("`{id_field}` must be a string or a number")),
     }
 }
 
@@ -188,20 +186,5 @@ mod tests {
         let rows = read(InputFormat::Jsonl, &bytes);
         assert_eq!(rows.len(), 1);
         assert!(rows[0].is_ok());
-    }
-
-    #[test]
-    fn ids_from_strings_numbers_or_custom_id() {
-        let m = |v: Value| v.as_object().cloned().unwrap_or_default();
-        assert_eq!(
-            row_id(&m(serde_json::json!({"id": 7})), "id"),
-            Ok(Some("7".into()))
-        );
-        assert_eq!(
-            row_id(&m(serde_json::json!({"custom_id": "a"})), "id"),
-            Ok(Some("a".into()))
-        );
-        assert_eq!(row_id(&m(serde_json::json!({"x": 1})), "id"), Ok(None));
-        assert!(row_id(&m(serde_json::json!({"id": [1]})), "id").is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! Output: the result records, the single writer task that owns the results file, and the
-//! resume scan of an existing file.
+//! Output: the single writer task that owns the results file, the resume scan of an existing
+//! file and its compaction, and the file lock. What a record holds is `record`'s.
 
 pub mod lock;
 pub mod resume;
@@ -7,124 +7,12 @@ pub mod resume;
 use std::io::Write;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::pricing::{Cost, round_cost};
+use crate::pricing::round_cost;
 use crate::progress::Live;
-use crate::request::{Reply, Usage};
-use crate::retry::{ErrorKind, Failure};
+use crate::record::{Outcome, encode};
 use crate::summary::Summary;
-
-/// What a worker reports when it is done with a row.
-#[derive(Debug)]
-pub struct Outcome {
-    pub id: String,
-    pub hash: u64,
-    pub metadata: Option<Value>,
-    pub result: Result<Reply, Failure>,
-    /// The answer's cost; `None` for errors, unpriced models and answers without usage.
-    pub cost: Option<Cost>,
-    /// Tokens and cost of answers rejected by `--json`/`--json-schema` before the last
-    /// attempt: billed, so counted in the summary, though not in the record.
-    pub discarded_usage: Usage,
-    pub discarded_cost: Option<Cost>,
-    pub attempts: u32,
-    /// Duration of the last attempt.
-    pub latency_ms: u64,
-    /// Attempts whose request was sent and whose answer was lost.
-    pub possibly_billed: u32,
-    /// The model the row's request named: the record's `model` when the answer names none.
-    pub model: Arc<str>,
-}
-
-#[derive(Serialize)]
-struct OkRecord<'a> {
-    id: &'a str,
-    status: &'static str,
-    // Third, so that the resume scan reads id, status and hash without parsing the content.
-    request_hash: &'a str,
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parsed: Option<&'a Value>,
-    reasoning: Option<&'a str>,
-    finish_reason: Option<&'a str>,
-    model: &'a str,
-    usage: Option<&'a Usage>,
-    cost: Option<f64>,
-    attempts: u32,
-    latency_ms: u64,
-    request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Value>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    kind: ErrorKind,
-    http_status: Option<u16>,
-    code: Option<&'a str>,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
-struct ErrorRecord<'a> {
-    id: &'a str,
-    status: &'static str,
-    request_hash: &'a str,
-    error: ErrorBody<'a>,
-    attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Value>,
-}
-
-/// Appends the record of an outcome, as one line, to `buf`.
-pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::Result<()> {
-    let hash = format!("{:016x}", o.hash);
-    match &o.result {
-        Ok(r) => serde_json::to_writer(
-            &mut *buf,
-            &OkRecord {
-                id: &o.id,
-                status: "ok",
-                content: r.content.as_deref(),
-                parsed: r.parsed.as_ref(),
-                reasoning: r.reasoning.as_deref(),
-                finish_reason: r.finish_reason.as_deref(),
-                model: r.model.as_deref().unwrap_or(&o.model),
-                usage: r.usage.as_ref(),
-                cost,
-                attempts: o.attempts,
-                latency_ms: o.latency_ms,
-                request_id: r.request_id.as_deref(),
-                tool_calls: r.tool_calls.as_ref(),
-                request_hash: &hash,
-                metadata: o.metadata.as_ref(),
-            },
-        )?,
-        Err(f) => serde_json::to_writer(
-            &mut *buf,
-            &ErrorRecord {
-                id: &o.id,
-                status: "error",
-                error: ErrorBody {
-                    kind: f.kind,
-                    http_status: f.http_status,
-                    code: f.code.as_deref(),
-                    message: &f.message,
-                },
-                attempts: o.attempts,
-                request_hash: &hash,
-                metadata: o.metadata.as_ref(),
-            },
-        )?,
-    }
-    buf.push(b'\n');
-    Ok(())
-}
 
 /// Records are written in batches of at most about this size, always whole lines.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -262,60 +150,4 @@ pub fn keep_previous(output: &std::path::Path) -> std::io::Result<Option<std::pa
     }
     fs_err::rename(output, &target)?;
     Ok(Some(target))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(result: Result<Reply, Failure>) -> Outcome {
-        Outcome {
-            id: "r1".into(),
-            hash: 0xff,
-            metadata: Some(serde_json::json!({"src": "a"})),
-            result,
-            cost: None,
-            discarded_usage: Usage::default(),
-            discarded_cost: None,
-            attempts: 2,
-            latency_ms: 12,
-            possibly_billed: 0,
-            model: Arc::from("qwen-plus"),
-        }
-    }
-
-    #[test]
-    fn ok_and_error_records_have_the_spec_keys() {
-        let reply = Reply {
-            content: Some("hi".into()),
-            finish_reason: Some("stop".into()),
-            usage: Some(Usage {
-                input_tokens: 5,
-                output_tokens: 2,
-                total_tokens: 7,
-                ..Usage::default()
-            }),
-            ..Reply::default()
-        };
-        let mut buf = Vec::new();
-        encode(&outcome(Ok(reply)), Some(0.5), &mut buf).expect("encode");
-        let mut f = Failure::new(ErrorKind::InvalidRequest, "bad");
-        f.http_status = Some(400);
-        f.code = Some("InvalidParameter".into());
-        encode(&outcome(Err(f)), None, &mut buf).expect("encode");
-        let text = String::from_utf8(buf).expect("utf8");
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
-        assert_eq!(lines[0]["status"], "ok");
-        assert_eq!(lines[0]["model"], "qwen-plus");
-        assert_eq!(lines[0]["usage"]["total_tokens"], 7);
-        assert_eq!(lines[0]["cost"], 0.5);
-        assert_eq!(lines[0]["metadata"]["src"], "a");
-        assert_eq!(lines[0]["request_hash"], "00000000000000ff");
-        assert_eq!(lines[1]["error"]["kind"], "invalid_request");
-        assert_eq!(lines[1]["error"]["http_status"], 400);
-        assert_eq!(lines[1]["attempts"], 2);
-    }
 }

@@ -1,19 +1,13 @@
 //! The resume scan: reads an existing results file, streaming, to learn which ids are done,
 //! and repairs a torn last line left by a crash.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use serde::Deserialize;
-
-/// A 128-bit hash of an id: what the resume set keeps instead of the id itself, so that memory
-/// stays small on million-row jobs.
-pub fn id_key(id: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
-}
+use crate::input::ids::id_key;
+use crate::record::{Line, RecordHead, RecordLines};
 
 /// The latest record of an id in an existing results file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,127 +66,6 @@ impl Previous {
     }
 }
 
-/// The part of a record that the resume scan, the compaction and export read: its id, and
-/// what its status means for resuming.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordHead<'a> {
-    pub id: Cow<'a, str>,
-    pub ok: bool,
-    /// An `invalid_input` error: the row was not sent.
-    pub invalid_input: bool,
-    /// The `request_hash` it was made with (0 when it has none).
-    pub hash: u64,
-}
-
-impl RecordHead<'_> {
-    /// Whether this record replaces an earlier record of its id as the latest one. A later
-    /// record wins, except that an `invalid_input` record never replaces an ok one: a row
-    /// that was answered stays answered, and is not paid for again.
-    pub fn supersedes(&self, earlier_ok: bool) -> bool {
-        !(earlier_ok && self.invalid_input)
-    }
-}
-
-/// A line of a results file, as [`classify`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Line<'a> {
-    Record(RecordHead<'a>),
-    /// Only whitespace.
-    Blank,
-    /// Anything else: reported, never dropped.
-    NotRecord,
-}
-
-#[derive(Deserialize)]
-struct Head<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(borrow)]
-    status: Cow<'a, str>,
-    #[serde(default, borrow)]
-    request_hash: Option<Cow<'a, str>>,
-    #[serde(default)]
-    error: Option<serde_json::Value>,
-}
-
-/// Parses a `request_hash` (16 hex digits).
-pub fn parse_hash(hex: &str) -> u64 {
-    u64::from_str_radix(hex, 16).unwrap_or(0)
-}
-
-/// Reads a record as this program writes it (`{"id":"…","status":"…","request_hash":"…",…}`)
-/// without parsing the rest; `None` for any other shape, which then gets a full parse.
-fn fast_head(line: &[u8]) -> Option<RecordHead<'_>> {
-    // A record cut short (and anything else not ending as an object does) gets the full parse.
-    if line.trim_ascii_end().last() != Some(&b'}') {
-        return None;
-    }
-    let rest = line.strip_prefix(b"{\"id\":\"")?;
-    let end = memchr::memchr(b'"', rest)?;
-    let id = &rest[..end];
-    if id.contains(&b'\\') {
-        return None;
-    }
-    let rest = rest[end..].strip_prefix(b"\",\"status\":\"")?;
-    let (ok, rest) = if let Some(r) = rest.strip_prefix(b"ok\"") {
-        (true, r)
-    } else {
-        (false, rest.strip_prefix(b"error\"")?)
-    };
-    let rest = rest.strip_prefix(b",\"request_hash\":\"")?;
-    let hex = std::str::from_utf8(rest.get(..16)?).ok()?;
-    if rest.get(16) != Some(&b'"') {
-        return None;
-    }
-    let hash = u64::from_str_radix(hex, 16).ok()?;
-    let invalid_input = match ok {
-        true => false,
-        false => {
-            let kind = rest[17..].strip_prefix(b",\"error\":{\"kind\":\"")?;
-            kind.starts_with(b"invalid_input\"")
-        }
-    };
-    Some(RecordHead {
-        id: Cow::Borrowed(std::str::from_utf8(id).ok()?),
-        ok,
-        invalid_input,
-        hash,
-    })
-}
-
-/// Reads a record by parsing the whole line.
-fn full_head(line: &[u8]) -> Option<RecordHead<'_>> {
-    let h = serde_json::from_slice::<Head>(line).ok()?;
-    let ok = h.status == "ok";
-    let invalid_input = !ok
-        && h.error
-            .as_ref()
-            .and_then(|e| e.get("kind"))
-            .is_some_and(|k| k == "invalid_input");
-    Some(RecordHead {
-        id: h.id,
-        ok,
-        invalid_input,
-        hash: h.request_hash.as_deref().map_or(0, parse_hash),
-    })
-}
-
-/// What a line of a results file is: the one reading that the resume scan, the compaction
-/// and export share, so that they agree on which lines are records. A line with its newline
-/// takes the fast path when it has the shape this program writes; a last line without its
-/// newline is a record only if it parses whole (otherwise it was torn by a crash).
-pub fn classify(line: &[u8]) -> Line<'_> {
-    let head = match line.last() {
-        Some(b'\n') => fast_head(line).or_else(|| full_head(line)),
-        _ => full_head(line),
-    };
-    match head {
-        Some(h) => Line::Record(h),
-        None if line.iter().all(u8::is_ascii_whitespace) => Line::Blank,
-        None => Line::NotRecord,
-    }
-}
-
 impl Previous {
     /// Counts a record, the `index`-th of the file, and makes it its id's latest unless it
     /// does not supersede the one before (see [`RecordHead::supersedes`]).
@@ -233,36 +106,28 @@ pub fn scan(path: &Path, repair: bool) -> std::io::Result<Previous> {
     if !file.metadata()?.is_file() {
         return Ok(prev);
     }
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
-    let mut line = Vec::with_capacity(4096);
-    let mut good_end: u64 = 0;
-    let mut line_no = 0u64;
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            break;
-        }
-        let whole = line.last() == Some(&b'\n');
-        line_no += 1;
-        match classify(&line) {
+    let mut lines = RecordLines::new(file);
+    let mut good_end: Option<u64> = None;
+    while let Some(l) = lines.next_line()? {
+        match &l.line {
             Line::Record(h) => {
-                prev.add(&h);
-                if !whole {
+                prev.add(h);
+                if !l.whole() {
                     prev.newline_added = true;
                 }
             }
-            _ if !whole => {
-                prev.torn_bytes = n as u64;
+            _ if l.torn() => {
+                prev.torn_bytes = l.text.len() as u64;
+                good_end = Some(l.offset);
                 break;
             }
             Line::Blank => {}
-            Line::NotRecord => prev.unreadable.push(line_no),
+            Line::NotRecord => prev.unreadable.push(l.number),
         }
-        good_end += n as u64;
     }
     if repair && (prev.torn_bytes > 0 || prev.newline_added) {
-        let mut file = reader.into_inner();
+        let good_end = good_end.unwrap_or(lines.offset());
+        let mut file = lines.into_inner();
         file.set_len(good_end)?;
         file.seek(SeekFrom::End(0))?;
         if prev.newline_added {
@@ -300,22 +165,17 @@ pub fn compact(path: &Path) -> std::io::Result<u64> {
     }
     {
         let mut out = std::io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-        let mut reader = BufReader::with_capacity(256 * 1024, fs_err::File::open(&target)?);
-        let mut line = Vec::with_capacity(4096);
+        let mut lines = RecordLines::open(&target)?;
         let mut index = 0u64;
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
-            }
-            if let Line::Record(_) = classify(&line) {
+        while let Some(l) = lines.next_line()? {
+            if let Line::Record(_) = l.line {
                 if keep.contains(&index) {
-                    out.write_all(&line)?;
+                    out.write_all(l.text)?;
                 }
                 index += 1;
             } else {
                 // Lines that are not records are kept, never silently destroyed.
-                out.write_all(&line)?;
+                out.write_all(l.text)?;
             }
         }
         out.flush()?;
@@ -375,38 +235,6 @@ mod tests {
         let prev = scan(f.path(), true).expect("scan");
         assert_eq!(prev.status("a", 0xff), Status::Done);
         assert_eq!(prev.status("a", 0xfe), Status::Changed);
-    }
-
-    #[test]
-    fn fast_path_agrees_with_the_full_parse() {
-        let head = |id: &'static str, ok, invalid_input, hash| {
-            Some(RecordHead {
-                id: Cow::Borrowed(id),
-                ok,
-                invalid_input,
-                hash,
-            })
-        };
-        let line = br#"{"id":"r1","status":"ok","request_hash":"00000000000000ff","content":"x"}"#;
-        assert_eq!(fast_head(line), head("r1", true, false, 0xff));
-        assert_eq!(full_head(line), fast_head(line));
-        let err = br#"{"id":"r2","status":"error","request_hash":"0000000000000001","error":{"kind":"server"}}"#;
-        assert_eq!(fast_head(err), head("r2", false, false, 1));
-        assert_eq!(full_head(err), fast_head(err));
-        let bad = br#"{"id":"r3","status":"error","request_hash":"0000000000000000","error":{"kind":"invalid_input","message":"x"},"attempts":0}"#;
-        assert_eq!(fast_head(bad), head("r3", false, true, 0));
-        assert_eq!(full_head(bad), fast_head(bad));
-        assert_eq!(fast_head(br#"{"id":"a"b","status":"ok"}"#), None);
-        assert_eq!(fast_head(br#"{"status":"ok","id":"a"}"#), None);
-        // Cut short: not even the fast path takes it for a record.
-        let cut = br#"{"id":"r1","status":"ok","request_hash":"00000000000000ff","content":"x"#;
-        assert_eq!(fast_head(cut), None);
-        assert_eq!(
-            classify(b"{\"id\":\"a\",\"status\":\"ok\"}"),
-            Line::Record(head("a", true, false, 0).expect("head"))
-        );
-        assert_eq!(classify(b" \n"), Line::Blank);
-        assert_eq!(classify(b"[1]\n"), Line::NotRecord);
     }
 
     #[test]
