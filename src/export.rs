@@ -79,8 +79,8 @@ use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
-use crate::Exit;
 use crate::cli::{ExportArgs, InputFormat};
+use crate::exit::Exit;
 use crate::input::{self, Item, RawRow};
 use crate::output::resume::{self, id_key};
 use crate::settings::format_of;
@@ -94,7 +94,7 @@ const WRITE_BUFFER: usize = 256 * 1024;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const STDOUT: &str = "<stdout>";
 /// Problems and warnings named one by one, at most; the rest are counted.
-const MAX_PROBLEMS: usize = crate::dispatch::MAX_PROBLEMS;
+const MAX_PROBLEMS: usize = crate::plan::MAX_PROBLEMS;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
