@@ -162,3 +162,32 @@ impl Stop {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_setup_is_usage_and_broken_machinery_is_stopped() {
+        assert_eq!(RunError::Schema("bad".into()).exit(), Exit::Usage);
+        let io = || std::io::Error::other("disk full");
+        assert_eq!(RunError::OutputNotWritable(io()).exit(), Exit::Stopped);
+        assert_eq!(
+            RunError::OutputNotWritable(io()).to_string(),
+            "output not writable: disk full"
+        );
+    }
+
+    #[test]
+    fn a_signal_is_interrupted_and_says_nothing_more() {
+        assert_eq!(Stop::Interrupted.exit(), Exit::Interrupted);
+        assert!(Stop::Interrupted.message().is_none());
+        assert_eq!(Stop::Deadline.exit(), Exit::Stopped);
+        assert_eq!(
+            Stop::Deadline.message().as_deref(),
+            Some(
+                "stopped early: the --deadline passed; in-flight rows were drained, rerun to resume"
+            )
+        );
+    }
+}

@@ -74,13 +74,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
     let client = connect(&settings, &base_url, flow.clone())?;
 
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
-    let mut summary = Summary::new(plan.rows_total, rows_skipped);
-    summary.note_prices(&prices, &model);
-    if prices.get(&model).is_none() && !settings.quiet {
-        say(format_args!(
-            "warning: no price known for model `{model}`: its cost is reported as unknown (null)"
-        ));
-    }
+    let summary = start_summary(&settings, &plan, rows_skipped, &prices, &model);
 
     let settings = Arc::new(settings);
     let live = Arc::new(Live::new(
@@ -88,6 +82,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         Some(flow.clone()),
     ));
     let shared = share(&settings, client, prices, flow, &live, model, signals)?;
+    // Aborted once the writer is done: a deadline no longer applies when every row is answered.
     let deadline = watch_stops(&shared, started);
 
     // Rows ready to send, in batches. The reader thread holds the sender: dropping it (the
@@ -98,6 +93,8 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
     // are gone the writer flushes and ends.
     let (out_tx, out_rx) = mpsc::channel(settings.concurrency * 2);
 
+    // Joined after the writer, which ends only once the reader has stopped sending: its read
+    // error is said then.
     let reader = spawn_reader(&settings, builder, &mut plan, live.total, row_tx);
     // A failed write stops the run at once: the records of rows still in flight could not be
     // written either, so their requests are abandoned too.
@@ -116,7 +113,8 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         live.clone(),
         write_failed,
     ));
-    // Held here: cancelled when the writer is done, which ends the progress display.
+    // Held here: cancelled when the writer is done, which ends the progress display; the
+    // display's task is joined then, so its last line is drawn before the report.
     let progress_done = CancellationToken::new();
     let progress = tokio::spawn(progress::show(
         live.clone(),
@@ -203,6 +201,24 @@ fn connect(settings: &Settings, base_url: &str, flow: Arc<Flow>) -> Result<Clien
     Ok(client)
 }
 
+/// The summary the writer fills in, and a warning when the model has no price.
+fn start_summary(
+    settings: &Settings,
+    plan: &Plan,
+    rows_skipped: u64,
+    prices: &Prices,
+    model: &str,
+) -> Summary {
+    let mut summary = Summary::new(plan.rows_total, rows_skipped);
+    summary.note_prices(prices, model);
+    if prices.get(model).is_none() && !settings.quiet {
+        say(format_args!(
+            "warning: no price known for model `{model}`: its cost is reported as unknown (null)"
+        ));
+    }
+    summary
+}
+
 /// The state every worker shares, with the answer check of `--json` / `--json-schema`.
 fn share(
     settings: &Arc<Settings>,
@@ -239,6 +255,8 @@ fn share(
 /// recorded), and `--deadline`, which counts from the start of the run. The deadline's task is
 /// returned: the caller aborts it once every row has been answered, when it no longer applies.
 fn watch_stops(shared: &Arc<Shared>, started: Instant) -> Option<JoinHandle<()>> {
+    // Never joined: it ends when the run stops early; otherwise it waits, holding its `Arc`
+    // of the shared state, until the runtime ends.
     {
         let shared = shared.clone();
         tokio::spawn(async move {
