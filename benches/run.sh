@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# batchgen throughput / memory / resume benchmark (issue 7). See benches/README.md.
+# batchgen throughput / memory / resume benchmark. See benches/README.md.
 #
-#   benches/run.sh [--quick] [--no-python] [--repeat N] [--scenario NAME ...]
+#   benches/run.sh [--quick] [--no-python] [--repeat N] [--bin PATH] [--scenario NAME ...]
 #
+# --bin PATH: measure this batchgen binary (say, an older build kept aside) instead of building.
 # Scenarios: c64 c256 slow memory resume (default: all). Results: a table on stdout,
 # target/bench/results.md (Markdown) and target/bench/results.jsonl (raw).
 set -euo pipefail
@@ -16,9 +17,10 @@ QUICK=0
 PYTHON=1
 REPEAT=
 SCENARIOS=()
+BIN_GIVEN=
 
 usage() {
-    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -30,6 +32,11 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && $2 =~ ^[1-9][0-9]*$ ]] || usage 2
             shift
             REPEAT=$1
+            ;;
+        --bin)
+            [[ $# -ge 2 ]] || usage 2
+            shift
+            BIN_GIVEN=$1
             ;;
         --scenario)
             [[ $# -ge 2 ]] || usage 2
@@ -73,7 +80,7 @@ SLOW_LATENCY_MS=200
 
 OUT=target/bench
 VENV=target/bench-venv
-BIN=target/release/batchgen
+BIN=${BIN_GIVEN:-target/release/batchgen}
 REPORT="python3 benches/report.py"
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
@@ -97,8 +104,10 @@ command -v wrk >/dev/null || die "wrk is required (Debian: apt-get install wrk)"
 
 # ---------------------------------------------------------------------------------------------
 # Build once.
-log "building: cargo build --release --locked"
-cargo build --release --locked >&2
+if [[ -z $BIN_GIVEN ]]; then
+    log "building: cargo build --release --locked"
+    cargo build --release --locked >&2
+fi
 [[ -x $BIN ]] || die "$BIN missing after the build"
 RUN_HELP=$("$BIN" run --help)
 for flag in --base-url --concurrency --no-progress --quiet --summary-json --output; do

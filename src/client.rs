@@ -19,7 +19,7 @@ use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue,
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::cli::ApiStyle;
-use crate::flow::Flow;
+use crate::limit::Flow;
 use crate::request::stream::{Assembler, Progress, StreamError};
 use crate::request::{self, Reply};
 use crate::retry::{self, ErrorKind, Failure};

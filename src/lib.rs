@@ -6,7 +6,7 @@
 //! - `request` turns each row into the bytes sent, one module per API style;
 //! - `dispatch` hands the rows from a reader thread through a bounded queue to `-c` workers;
 //!   `worker` runs one row: its attempts, the stream switch, the JSON check, the cost cap;
-//! - `client` makes one attempt, `retry` decides whether and when to try again, and `flow`
+//! - `client` makes one attempt, `retry` decides whether and when to try again, and `limit`
 //!   paces the attempts (concurrency window, RPM/TPM, the shared cool-down);
 //! - `output` owns the results file (one writer task), the resume scan, compaction and the
 //!   lock; `Outcome` is what a row leaves behind;
@@ -24,8 +24,8 @@ pub mod client;
 pub mod dispatch;
 pub mod exit;
 pub mod export;
-pub mod flow;
 pub mod input;
+pub mod limit;
 pub mod mock;
 pub mod output;
 pub mod plan;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::flow::Flow;
+use crate::limit::Flow;
 use crate::output::Outcome;
 use crate::settings::ProgressMode;
 

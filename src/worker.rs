@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::exit::Stop;
-use crate::flow::{Flow, Signal};
+use crate::limit::{Flow, Signal};
 use crate::output::Outcome;
 use crate::pricing::{self, Cost, Prices};
 use crate::progress::Live;

@@ -1,27 +1,12 @@
 //! The style-independent middle of the mock: what a parsed request asks for ([`Ask`]), the
-//! checks all styles share, the generated answer ([`Generated`]) and the error kinds
-//! ([`Failure`]) with their per-style codes.
+//! checks all styles share and the generated answer ([`Generated`]).
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-use hyper::StatusCode;
-use serde::Serialize;
-
+use super::errors::{JSON_WORD, NATIVE_INCREMENTAL, PARTIAL_THINKING, STREAM_ONLY};
 use super::schema::Schema;
 use super::text::{clip_to_tokens, count_tokens, reasoning_for, reply_for};
-use super::{chat, native};
-
-/// The three API styles the mock speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Style {
-    /// OpenAI Chat Completions (`…/chat/completions`).
-    Chat,
-    /// OpenAI Responses (`…/responses`).
-    Responses,
-    /// DashScope native (`…/services/aigc/{text,multimodal}-generation/generation`).
-    Native,
-}
+use super::wire::Style;
 
 /// The requested shape of the content.
 #[derive(Debug)]
@@ -30,15 +15,6 @@ pub(crate) enum Format {
     JsonObject,
     JsonSchema(Box<Schema>),
 }
-
-pub(crate) const STREAM_ONLY: &str =
-    "This model only support stream mode, please enable the stream parameter to access the model.";
-pub(crate) const PARTIAL_THINKING: &str = "partial mode is not supported in thinking mode";
-pub(crate) const NATIVE_INCREMENTAL: &str =
-    "The incremental_output parameter must be \"true\" when enable_thinking is true";
-pub(crate) const JSON_WORD: &str = "'messages' must contain the word 'json' in some form, to use \
-     'response_format' of type 'json_object'";
-pub(crate) const OUTPUT_MODERATION: &str = "Output data may contain inappropriate content.";
 
 /// A parsed request, in terms common to every style.
 pub(crate) struct Ask<'a> {
@@ -169,113 +145,6 @@ fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-/// The kinds of error answer, each with a fixed status and per-style code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failure {
-    InvalidParameter,
-    TooLarge,
-    InputModeration,
-    OutputModeration,
-    InvalidApiKey,
-    RateLimited,
-    Internal,
-}
-
-impl Failure {
-    pub(crate) fn status(self) -> StatusCode {
-        match self {
-            Failure::InvalidParameter
-            | Failure::TooLarge
-            | Failure::InputModeration
-            | Failure::OutputModeration => StatusCode::BAD_REQUEST,
-            Failure::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            Failure::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Failure::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// (`type`, `code`) of the OpenAI-style body (chat and responses).
-    pub(crate) fn openai(self) -> (&'static str, &'static str) {
-        match self {
-            Failure::InvalidParameter => ("invalid_request_error", "invalid_parameter_error"),
-            Failure::TooLarge => ("invalid_request_error", "invalid_request_error"),
-            Failure::InputModeration | Failure::OutputModeration => {
-                ("data_inspection_failed", "data_inspection_failed")
-            }
-            Failure::InvalidApiKey => ("invalid_request_error", "invalid_api_key"),
-            Failure::RateLimited => ("limit_requests", "limit_requests"),
-            Failure::Internal => ("internal_error", "internal_error"),
-        }
-    }
-
-    /// `code` of the DashScope native body.
-    pub(crate) fn native(self) -> &'static str {
-        match self {
-            Failure::InvalidParameter | Failure::TooLarge => "InvalidParameter",
-            Failure::InputModeration | Failure::OutputModeration => "DataInspectionFailed",
-            Failure::InvalidApiKey => "InvalidApiKey",
-            Failure::RateLimited => "Throttling.RateQuota",
-            Failure::Internal => "InternalError",
-        }
-    }
-
-    /// The message when the caller has none of its own.
-    pub(crate) fn message(self, style: Style) -> &'static str {
-        match self {
-            Failure::InvalidParameter => {
-                "<400> InternalError.Algo.InvalidParameter: mock-triggered invalid parameter"
-            }
-            Failure::TooLarge => "Payload Too Large",
-            Failure::InputModeration => "Input data may contain inappropriate content.",
-            Failure::OutputModeration => OUTPUT_MODERATION,
-            Failure::InvalidApiKey if style == Style::Native => "Invalid API-key provided.",
-            Failure::InvalidApiKey => "Incorrect API key provided. ",
-            Failure::RateLimited => "Requests rate limit exceeded, please try again later.",
-            Failure::Internal => "An internal error has occurred, please try again later.",
-        }
-    }
-
-    /// The error body in `style`.
-    pub(crate) fn body(self, style: Style, message: &str, request_id: &str) -> Bytes {
-        match style {
-            Style::Chat | Style::Responses => {
-                let (kind, code) = self.openai();
-                chat::error_body(message, kind, Some(code), request_id)
-            }
-            Style::Native => native::error_body(self.native(), message, request_id),
-        }
-    }
-}
-
-/// Fallback if serialization ever fails (it cannot for these plain structs).
-const SERIALIZE_FAILED: &[u8] = br#"{"error":{"message":"mock serialization failed","type":"internal_error","param":null,"code":"internal_error"}}"#;
-
-/// Serializes into a buffer of about `capacity` bytes.
-pub(crate) fn to_json<T: Serialize>(value: &T, capacity: usize) -> Bytes {
-    let mut buf = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut buf, value) {
-        Ok(()) => Bytes::from(buf),
-        Err(_) => Bytes::from_static(SERIALIZE_FAILED),
-    }
-}
-
-/// Appends the JSON of `value` to `buf`.
-pub(crate) fn write_json<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
-    let start = buf.len();
-    if serde_json::to_writer(&mut *buf, value).is_err() {
-        buf.truncate(start);
-        buf.extend_from_slice(SERIALIZE_FAILED);
-    }
-}
-
-/// The frames of a streamed answer, and where its content deltas are (for cutting it short).
-pub(crate) struct Stream {
-    pub frames: Vec<Bytes>,
-    /// The frames carrying content deltas (not reasoning) are `content_start..content_end`.
-    pub content_start: usize,
-    pub content_end: usize,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,15 +232,4 @@ mod tests {
             assert_eq!(b.check(Style::Responses), Err(STREAM_ONLY));
         }
     }
-}
-
-/// The token-detail objects of the usage blocks, spelled alike by all three styles.
-#[derive(Serialize, Clone, Copy)]
-pub(super) struct CachedTokens {
-    pub(super) cached_tokens: u64,
-}
-
-#[derive(Serialize, Clone, Copy)]
-pub(super) struct ReasoningTokens {
-    pub(super) reasoning_tokens: u64,
 }

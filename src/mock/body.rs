@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use super::server::Stats;
+use super::stats::Stats;
 
 /// Stats to record once a streamed answer has been produced in full.
 pub(crate) struct OnComplete {

@@ -1,16 +1,16 @@
 //! Chat Completions wire format for the mock: request parsing (borrowed, one pass) and the
-//! JSON/SSE bodies, plus the OpenAI-style error body that the Responses style shares.
+//! JSON/SSE bodies.
 
 use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::answer::{
-    Ask, CachedTokens, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
-};
+use super::answer::{Ask, Format, Generated};
+use super::errors::{MAX_TOKENS_RANGE, OpenAiError, THINKING_BUDGET_RANGE};
 use super::message::{RawFormat, RawMessage, conversation};
 use super::text::split_content;
+use super::wire::{CachedTokens, ReasoningTokens, Stream, to_json, write_json};
 
 // ---------------------------------------------------------------------------------------------
 // Request
@@ -43,10 +43,6 @@ struct StreamOptions {
     #[serde(default)]
     include_usage: Option<bool>,
 }
-
-pub(crate) const MAX_TOKENS_RANGE: &str = "Range of max_tokens should be [1, 2147483647].";
-pub(crate) const THINKING_BUDGET_RANGE: &str =
-    "Range of thinking_budget should be [1, 2147483647].";
 
 /// Parses and validates a request body; the error is the message for a 400.
 pub(crate) fn parse_request(body: &[u8]) -> Result<Ask<'_>, String> {
@@ -179,21 +175,6 @@ struct Delta<'a> {
     reasoning_content: Option<&'a str>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorInfo<'a>,
-    request_id: &'a str,
-}
-
-#[derive(Serialize)]
-struct ErrorInfo<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<()>,
-    code: Option<&'a str>,
-}
-
 /// The ids and time of one answer.
 pub(crate) struct Meta<'a> {
     /// `chatcmpl-<request id>`.
@@ -313,32 +294,8 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated, include_usage: bool) ->
 /// An error event in a stream: `data: <the error body>`.
 pub(crate) fn stream_error(kind: &str, code: &str, message: &str, request_id: &str) -> Bytes {
     sse_frame(
-        &ErrorBody {
-            error: ErrorInfo {
-                message,
-                kind,
-                param: None,
-                code: Some(code),
-            },
-            request_id,
-        },
+        &OpenAiError::new(message, kind, Some(code), request_id),
         200 + message.len(),
-    )
-}
-
-/// An OpenAI-style error body.
-pub(crate) fn error_body(message: &str, kind: &str, code: Option<&str>, request_id: &str) -> Bytes {
-    to_json(
-        &ErrorBody {
-            error: ErrorInfo {
-                message,
-                kind,
-                param: None,
-                code,
-            },
-            request_id,
-        },
-        160 + message.len(),
     )
 }
 

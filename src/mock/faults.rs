@@ -188,4 +188,53 @@ mod tests {
         assert!(!none.active());
         assert_eq!(none.pick(b"x"), None);
     }
+
+    #[test]
+    fn fault_rates_parse() {
+        let all = FaultRates::parse(
+            "429=0.05,500=0.05,503=0.05,reset=0.05,malformed=0.05,truncated=0.05,hang=0.01",
+        )
+        .expect("full spec");
+        assert_eq!(
+            all,
+            FaultRates {
+                rate_limit: 0.05,
+                server_error: 0.05,
+                unavailable: 0.05,
+                reset: 0.05,
+                malformed: 0.05,
+                truncated: 0.05,
+                hang: 0.01,
+            }
+        );
+        assert!((all.total() - 0.31).abs() < 1e-12);
+        let long =
+            FaultRates::parse(" hang=0.1 , rate_limit=0.2,server_error=0.3,unavailable=0.4 ")
+                .expect("long names");
+        assert_eq!(
+            long,
+            FaultRates {
+                rate_limit: 0.2,
+                server_error: 0.3,
+                unavailable: 0.4,
+                hang: 0.1,
+                ..FaultRates::default()
+            }
+        );
+        assert_eq!(FaultRates::parse("").expect("empty"), FaultRates::default());
+        assert_eq!(FaultRates::default().total(), 0.0);
+
+        for (spec, needle) in [
+            ("429=0.1,bogus=0.1", "bogus"),
+            ("429", "`429`"),
+            ("500=abc", "abc"),
+            ("503=1.5", "503=1.5"),
+            ("reset=-0.1", "reset=-0.1"),
+            ("429=0.6,500=0.6", "more than 1"),
+            ("hang=0.1,hang=0.2", "hang=0.2"),
+        ] {
+            let err = FaultRates::parse(spec).expect_err(spec);
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
+    }
 }

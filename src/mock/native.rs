@@ -1,6 +1,6 @@
 //! DashScope native text-generation wire format for the mock: request parsing (options under
 //! `parameters`, streaming signalled by the `X-DashScope-SSE: enable` header), the `text` and
-//! `message` result formats, cumulative or incremental SSE, and the native error body.
+//! `message` result formats, cumulative or incremental SSE, and the native error event.
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -8,12 +8,11 @@ use std::io::Write as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::answer::{
-    Ask, CachedTokens, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
-};
-use super::chat::{MAX_TOKENS_RANGE, THINKING_BUDGET_RANGE};
+use super::answer::{Ask, Format, Generated};
+use super::errors::{MAX_TOKENS_RANGE, NativeError, THINKING_BUDGET_RANGE};
 use super::message::{Content, RawFormat, RawMessage, conversation};
 use super::text::{count_tokens, split_content};
+use super::wire::{CachedTokens, ReasoningTokens, Stream, to_json, write_json};
 
 // ---------------------------------------------------------------------------------------------
 // Request
@@ -162,13 +161,6 @@ fn usage(input: u64, output: u64, reasoning: u64) -> Usage {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    request_id: &'a str,
-    code: &'a str,
-    message: &'a str,
-}
-
 /// One body (or chunk): content, reasoning, finish reason and token counts.
 struct Piece<'a> {
     content: &'a str,
@@ -237,7 +229,7 @@ fn event(
 }
 
 /// The SSE events of a streamed answer: (message format with thinking) the reasoning chunks,
-/// then the content chunks, the last one with the finish reason; see the module docs.
+/// then the content chunks, the last one with the finish reason; see `docs/mock.md`.
 pub(crate) fn stream_frames(request_id: &str, ask: &Ask<'_>, g: &Generated) -> Stream {
     let reasoning = if g.thinking && ask.message_format {
         split_content(&g.reasoning)
@@ -300,24 +292,12 @@ pub(crate) fn stream_frames(request_id: &str, ask: &Ask<'_>, g: &Generated) -> S
 
 /// The stream's final event: an `error` event with id `id` and a `:HTTP_STATUS/400` line.
 pub(crate) fn stream_error(id: usize, code: &str, message: &str, request_id: &str) -> Bytes {
-    let data = ErrorBody {
+    let data = NativeError {
         request_id,
         code,
         message,
     };
     event(id, "error", 400, &data, message.len() + 100, true)
-}
-
-/// The native error body: `{"request_id", "code", "message"}`.
-pub(crate) fn error_body(code: &str, message: &str, request_id: &str) -> Bytes {
-    to_json(
-        &ErrorBody {
-            request_id,
-            code,
-            message,
-        },
-        100 + message.len(),
-    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! OpenAI Responses API wire format for the mock: request parsing and the JSON body and SSE
-//! events (in DashScope's relay framing: no space after `event:` and `data:`). Errors use the
-//! chat style's OpenAI body.
+//! events (in DashScope's relay framing: no space after `event:` and `data:`). Error answers
+//! use the OpenAI body of `errors`.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,11 +9,10 @@ use bytes::Bytes;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::answer::{
-    Ask, CachedTokens, Finish, Format, Generated, ReasoningTokens, Stream, to_json, write_json,
-};
+use super::answer::{Ask, Finish, Format, Generated};
 use super::message::{Content, RawFormat, RawMessage, conversation};
 use super::text::split_content;
+use super::wire::{CachedTokens, ReasoningTokens, Stream, to_json, write_json};
 
 // ---------------------------------------------------------------------------------------------
 // Request
@@ -376,87 +375,120 @@ struct ErrorEvent<'a> {
 
 /// The SSE events of a streamed answer, one frame each, `sequence_number` = frame index.
 pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
-    let mut frames: Vec<Bytes> = Vec::with_capacity(32);
-    let cap = 300 + m.model.len();
-    let push = |frames: &mut Vec<Bytes>, kind: &str, payload: &dyn ErasedPayload, extra| {
-        let seq = frames.len();
-        frames.push(payload.frame(kind, seq, cap + extra));
+    let mut frames = Frames {
+        frames: Vec::with_capacity(32),
+        cap: 300 + m.model.len(),
     };
     let open = m.object("in_progress", &[], None, false);
-    push(
-        &mut frames,
-        "response.created",
-        &ResponseEvent { response: &open },
-        0,
-    );
-    push(
-        &mut frames,
+    frames.push("response.created", &ResponseEvent { response: &open }, 0);
+    frames.push(
         "response.in_progress",
         &ResponseEvent { response: &open },
         0,
     );
     let mut output_index = 0;
     if g.thinking {
-        let item_id = m.reasoning_id;
-        push(
-            &mut frames,
-            "response.output_item.added",
-            &ItemEvent {
-                output_index,
-                item: &Item::Reasoning {
-                    id: item_id,
-                    kind: "reasoning",
-                    summary: &[],
-                },
-            },
-            0,
+        reasoning_events(&mut frames, m, g, output_index);
+        output_index += 1;
+    }
+    let (content_start, content_end) = message_events(&mut frames, m, g, output_index);
+    let last = match g.finish {
+        Finish::Stop => "response.completed",
+        Finish::Length => "response.incomplete",
+    };
+    with_final(m, g, |obj| {
+        frames.push(
+            last,
+            &ResponseEvent { response: obj },
+            g.content.len() + g.reasoning.len(),
         );
-        for delta in split_content(&g.reasoning) {
-            push(
-                &mut frames,
-                "response.reasoning_summary_text.delta",
-                &SummaryDelta {
-                    item_id,
-                    output_index,
-                    summary_index: 0,
-                    delta,
-                },
-                delta.len(),
-            );
-        }
-        push(
-            &mut frames,
-            "response.reasoning_summary_text.done",
-            &SummaryDone {
+    });
+    Stream {
+        frames: frames.frames,
+        content_start,
+        content_end,
+    }
+}
+
+/// The frames of a Responses stream so far; each event's sequence number is its index.
+struct Frames {
+    frames: Vec<Bytes>,
+    /// The usual size of an event, before its text.
+    cap: usize,
+}
+
+impl Frames {
+    fn push(&mut self, kind: &str, payload: &dyn ErasedPayload, extra: usize) {
+        let seq = self.frames.len();
+        self.frames.push(payload.frame(kind, seq, self.cap + extra));
+    }
+}
+
+/// The reasoning item's events: added, the summary deltas, the summary done, done.
+fn reasoning_events(frames: &mut Frames, m: &Meta<'_>, g: &Generated, output_index: usize) {
+    let item_id = m.reasoning_id;
+    frames.push(
+        "response.output_item.added",
+        &ItemEvent {
+            output_index,
+            item: &Item::Reasoning {
+                id: item_id,
+                kind: "reasoning",
+                summary: &[],
+            },
+        },
+        0,
+    );
+    for delta in split_content(&g.reasoning) {
+        frames.push(
+            "response.reasoning_summary_text.delta",
+            &SummaryDelta {
                 item_id,
                 output_index,
                 summary_index: 0,
-                text: &g.reasoning,
+                delta,
             },
-            g.reasoning.len(),
+            delta.len(),
         );
-        let summary = [SummaryText {
-            kind: "summary_text",
-            text: &g.reasoning,
-        }];
-        push(
-            &mut frames,
-            "response.output_item.done",
-            &ItemEvent {
-                output_index,
-                item: &Item::Reasoning {
-                    id: item_id,
-                    kind: "reasoning",
-                    summary: &summary,
-                },
-            },
-            g.reasoning.len(),
-        );
-        output_index += 1;
     }
+    frames.push(
+        "response.reasoning_summary_text.done",
+        &SummaryDone {
+            item_id,
+            output_index,
+            summary_index: 0,
+            text: &g.reasoning,
+        },
+        g.reasoning.len(),
+    );
+    let summary = [SummaryText {
+        kind: "summary_text",
+        text: &g.reasoning,
+    }];
+    frames.push(
+        "response.output_item.done",
+        &ItemEvent {
+            output_index,
+            item: &Item::Reasoning {
+                id: item_id,
+                kind: "reasoning",
+                summary: &summary,
+            },
+        },
+        g.reasoning.len(),
+    );
+}
+
+/// The message item's events: added, the content part added, the text deltas, the text done,
+/// the part done, done. Returns where the text deltas start and end.
+fn message_events(
+    frames: &mut Frames,
+    m: &Meta<'_>,
+    g: &Generated,
+    output_index: usize,
+) -> (usize, usize) {
     let item_id = m.message_id;
-    push(
-        &mut frames,
+    frames.push(
         "response.output_item.added",
         &ItemEvent {
             output_index,
@@ -470,8 +502,7 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
         },
         0,
     );
-    push(
-        &mut frames,
+    frames.push(
         "response.content_part.added",
         &PartEvent {
             item_id,
@@ -481,10 +512,9 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
         },
         0,
     );
-    let content_start = frames.len();
+    let content_start = frames.frames.len();
     for delta in split_content(&g.content) {
-        push(
-            &mut frames,
+        frames.push(
             "response.output_text.delta",
             &TextDelta {
                 item_id,
@@ -495,9 +525,8 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
             delta.len(),
         );
     }
-    let content_end = frames.len();
-    push(
-        &mut frames,
+    let content_end = frames.frames.len();
+    frames.push(
         "response.output_text.done",
         &TextDone {
             item_id,
@@ -507,8 +536,7 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
         },
         g.content.len(),
     );
-    push(
-        &mut frames,
+    frames.push(
         "response.content_part.done",
         &PartEvent {
             item_id,
@@ -519,8 +547,7 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
         g.content.len(),
     );
     let content = [output_text(&g.content)];
-    push(
-        &mut frames,
+    frames.push(
         "response.output_item.done",
         &ItemEvent {
             output_index,
@@ -534,23 +561,7 @@ pub(crate) fn stream_frames(m: &Meta<'_>, g: &Generated) -> Stream {
         },
         g.content.len(),
     );
-    let last = match g.finish {
-        Finish::Stop => "response.completed",
-        Finish::Length => "response.incomplete",
-    };
-    with_final(m, g, |obj| {
-        push(
-            &mut frames,
-            last,
-            &ResponseEvent { response: obj },
-            g.content.len() + g.reasoning.len(),
-        );
-    });
-    Stream {
-        frames,
-        content_start,
-        content_end,
-    }
+    (content_start, content_end)
 }
 
 /// Lets `stream_frames` push payloads of different types through one closure.

@@ -1,6 +1,6 @@
 //! The JSON Schema subset the mock understands for `json_schema` answers: parsed with the
-//! property order kept, then turned into one deterministic instance (see the module docs of
-//! `mock` for the rules).
+//! property order kept, then turned into one deterministic instance (the rules are in
+//! `docs/mock.md`).
 
 use std::fmt;
 

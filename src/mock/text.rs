@@ -261,4 +261,28 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_ne!(id, request_uuid(1, 3));
     }
+
+    #[test]
+    fn reply_is_deterministic_and_distinct() {
+        let a = reply_for("Translate 'good morning' into French.");
+        assert_eq!(a, reply_for("Translate 'good morning' into French."));
+        assert_ne!(a, reply_for("Translate 'good night' into French."));
+        assert!(a.starts_with("Mock reply "));
+        assert!(a.contains("French."), "{a}");
+        for prompt in ["", "x", "one two three", &"word ".repeat(500)] {
+            let reply = reply_for(prompt);
+            let words = reply.split_whitespace().count() - 2; // "Mock reply <hash>:"
+            assert!((15..=60).contains(&words), "{words} words for {prompt:?}");
+        }
+        assert_ne!(reply_for(""), reply_for(" "));
+    }
+
+    #[test]
+    fn token_counts() {
+        assert_eq!(count_tokens(""), 0);
+        assert_eq!(count_tokens("a"), 1);
+        assert_eq!(count_tokens("abcd"), 1);
+        assert_eq!(count_tokens("abcde"), 2);
+        assert_eq!(count_tokens("漢字漢字漢"), 2);
+    }
 }

@@ -15,7 +15,7 @@ use super::signals::Signals;
 use crate::client::Client;
 use crate::dispatch;
 use crate::exit::{RunError, Stop};
-use crate::flow::Flow;
+use crate::limit::Flow;
 use crate::mock;
 use crate::output::{self, Outcome};
 use crate::plan::{self, Plan};

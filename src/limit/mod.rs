@@ -33,94 +33,11 @@ use tokio_util::sync::CancellationToken;
 use crate::sync::lock;
 use tokio::time::Instant;
 
-/// How late a bucket's waiter may wake (the timer rounds up to milliseconds, and a busy
-/// runtime adds to that) without the lateness slowing the rate: at 250 requests a second, 1 ms
-/// lost per request would cost a fifth of the rate.
-const LATE_CREDIT: Duration = Duration::from_millis(5);
+mod bucket;
+mod pace;
 
-/// A token bucket on tokio's clock: `rate` tokens per second up to `capacity`. Waiters are
-/// served in order (a fair lock is held while one waits), so a limit is spread evenly.
-///
-/// With capacity C, no one-second window starts more than C + `rate` units, the first second
-/// and the second after any pause included. So the buckets hold about one unit: a bucket
-/// holding a second's worth lets twice the rate through in the first second, which an endpoint
-/// counting a sliding second refuses. The little above one unit is [`LATE_CREDIT`]'s worth, so
-/// that a waiter woken late does not lose its lateness to the rate.
-#[derive(Debug)]
-pub struct Bucket {
-    rate: f64,
-    capacity: f64,
-    state: tokio::sync::Mutex<Fill>,
-}
-
-#[derive(Debug)]
-struct Fill {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Fill {
-    fn refill(&mut self, rate: f64, capacity: f64) {
-        let now = Instant::now();
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + dt * rate).min(capacity);
-        self.at = now;
-    }
-}
-
-impl Bucket {
-    /// A bucket for `per_minute` requests, enforced per second as DashScope does: it refills
-    /// at `per_minute / 60` per second, and no one-second window starts more than RPM/60 + 1
-    /// of them. Its capacity of one request plus the late credit stays below what would let a
-    /// second whole request into any window (C + rate < floor(rate) + 2).
-    pub fn requests_per_minute(per_minute: u64) -> Bucket {
-        let rate = per_minute as f64 / 60.0;
-        let headroom = (1.0 - rate.fract()) / 2.0;
-        Bucket::new(rate, 1.0 + (rate * LATE_CREDIT.as_secs_f64()).min(headroom))
-    }
-
-    /// A bucket for `per_minute` tokens, enforced per second. A request waits for at most a
-    /// full bucket and may leave it in debt, so no one-second window starts more than TPM/60
-    /// tokens plus the request at its edge (or plus the capacity, for a request smaller than
-    /// it: one token and [`LATE_CREDIT`]'s worth).
-    pub fn tokens_per_minute(per_minute: u64) -> Bucket {
-        let rate = per_minute as f64 / 60.0;
-        Bucket::new(rate, 1.0 + rate * LATE_CREDIT.as_secs_f64())
-    }
-
-    fn new(rate: f64, capacity: f64) -> Bucket {
-        Bucket {
-            rate,
-            capacity,
-            state: tokio::sync::Mutex::new(Fill {
-                tokens: capacity,
-                at: Instant::now(),
-            }),
-        }
-    }
-
-    /// Waits until `n` units can be spent, then spends them. A request larger than the bucket
-    /// waits for a full bucket and leaves it in debt, which later requests pay off.
-    pub async fn acquire(&self, n: f64) {
-        let mut fill = self.state.lock().await;
-        fill.refill(self.rate, self.capacity);
-        let need = n.min(self.capacity);
-        if fill.tokens < need {
-            let wait = (need - fill.tokens) / self.rate;
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            fill.refill(self.rate, self.capacity);
-        }
-        fill.tokens -= n;
-    }
-
-    /// Corrects an earlier spend: positive `n` spends more (possibly into debt), negative
-    /// gives back.
-    pub async fn adjust(&self, n: f64) {
-        let mut fill = self.state.lock().await;
-        fill.refill(self.rate, self.capacity);
-        fill.tokens = (fill.tokens - n).min(self.capacity);
-    }
-}
+pub use bucket::Bucket;
+use pace::Pace;
 
 /// The concurrency window.
 #[derive(Debug)]
@@ -142,104 +59,6 @@ const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
 const INITIAL_TOKENS_PER_BYTE: f64 = 1.0 / 3.0;
 /// Output tokens expected before any answer has been seen, when `--max-tokens` is not set.
 const INITIAL_OUTPUT_GUESS: f64 = 256.0;
-
-/// Successes are counted in slots of this length, over [`PACE_SLOTS`] of them (one second).
-const PACE_SLOT: Duration = Duration::from_millis(100);
-const PACE_SLOTS: usize = 10;
-/// The slowest pace a run falls to.
-const MIN_PACE: f64 = 0.2;
-/// 429s slow the pace and the window only when at least this share of the last second's
-/// answers, and at least [`RATE_LIMITED_MIN`] of them, were 429s: a rare 429 is noise (or a
-/// neighbour's burst), not our rate.
-const RATE_LIMITED_SHARE: f64 = 0.25;
-const RATE_LIMITED_MIN: f64 = 3.0;
-
-/// The pace learned from 429s.
-#[derive(Debug)]
-struct Pace {
-    /// Attempts per second; `None` until the first 429.
-    rate: Option<f64>,
-    /// When the next attempt may start.
-    next: Instant,
-    /// Per slot: (slot number since `origin`, attempts admitted (anything but a 429), 429s),
-    /// a ring over the last second.
-    slots: [(u64, u32, u32); PACE_SLOTS],
-    origin: Instant,
-    /// The most attempts admitted in any second so far: the pace never falls below half of
-    /// it, so 429s that do not come from our own rate (another job on the same account, a
-    /// flaky gateway) cannot spiral a run down to a crawl.
-    peak: f64,
-}
-
-impl Pace {
-    fn slot_of(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.origin).as_nanos() / PACE_SLOT.as_nanos()) as u64
-    }
-
-    fn count(&mut self, now: Instant, limited: bool) {
-        let n = self.slot_of(now);
-        let i = (n % PACE_SLOTS as u64) as usize;
-        if self.slots[i].0 != n {
-            // A new slot: the second that just ended is complete.
-            let admitted = self.last_second(now).0;
-            self.peak = self.peak.max(admitted);
-            self.slots[i] = (n, 0, 0);
-        }
-        let slot = &mut self.slots[i];
-        if limited {
-            slot.2 += 1;
-        } else {
-            slot.1 += 1;
-            if self.rate.is_some() {
-                // About 5% per second while 429s keep coming, 20% after a quiet second.
-                let step = if self.last_second(now).1 > 0.0 {
-                    0.05
-                } else {
-                    0.2
-                };
-                self.rate = self.rate.map(|r| r + step);
-            }
-        }
-    }
-
-    /// (answers, 429s) over the last second, the current slot included.
-    fn last_second(&self, now: Instant) -> (f64, f64) {
-        let n = self.slot_of(now);
-        self.slots
-            .iter()
-            .filter(|(k, _, _)| *k <= n && *k + PACE_SLOTS as u64 > n)
-            .fold((0.0, 0.0), |(a, l), (_, c, r)| {
-                (a + f64::from(*c), l + f64::from(*r))
-            })
-    }
-
-    /// Whether enough of the last second's answers were 429s to slow down.
-    fn overloaded(&self, now: Instant) -> bool {
-        let (ok, limited) = self.last_second(now);
-        limited >= RATE_LIMITED_MIN && limited >= RATE_LIMITED_SHARE * (ok + limited)
-    }
-
-    /// Answers over the last second (the current slot included). Early in a run this is
-    /// less than a second's worth, which errs on the slow side: DashScope admits about one
-    /// second's worth of requests in a burst, so the answers before the first 429 are about
-    /// its per-second limit.
-    fn answer_rate(&self, now: Instant) -> f64 {
-        self.last_second(now).0
-    }
-
-    /// After a 429: 90% of the recent answer rate, and never faster than before. With no
-    /// answers yet there is no rate to learn from; the window and the cool-down act alone.
-    fn slow_down(&mut self, now: Instant) {
-        let measured = 0.9 * self.answer_rate(now);
-        let r = match self.rate {
-            Some(old) if measured > 0.0 => measured.min(0.9 * old),
-            Some(old) => 0.9 * old,
-            None if measured > 0.0 => measured,
-            None => return,
-        };
-        self.rate = Some(r.max(0.5 * self.peak).max(MIN_PACE));
-    }
-}
 
 /// Flow control shared by the dispatcher and every worker.
 #[derive(Debug)]
@@ -309,13 +128,7 @@ impl Flow {
             }),
             freed: Notify::new(),
             pause_until: Mutex::new(None),
-            pace: Mutex::new(Pace {
-                rate: None,
-                next: Instant::now(),
-                slots: [(0, 0, 0); PACE_SLOTS],
-                origin: Instant::now(),
-                peak: 0.0,
-            }),
+            pace: Mutex::new(Pace::new()),
             seen_bytes: AtomicU64::new(0),
             seen_input: AtomicU64::new(0),
             seen_output: AtomicU64::new(0),
@@ -559,6 +372,7 @@ impl Drop for Slot {
 
 #[cfg(test)]
 mod tests {
+    use super::pace::MIN_PACE;
     use super::*;
 
     #[tokio::test(start_paused = true)]
