@@ -76,8 +76,8 @@ use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use crate::Exit;
 use crate::cli::InputFormat;
+use crate::exit::Exit;
 use crate::settings::export::Options;
 
 use columns::read_columns;
@@ -86,7 +86,7 @@ use write::{Job, Layout, RecordReader, WRITE_BUFFER, write_file};
 
 const STDOUT: &str = "<stdout>";
 /// Problems and warnings named one by one, at most; the rest are counted.
-const MAX_PROBLEMS: usize = crate::dispatch::MAX_PROBLEMS;
+const MAX_PROBLEMS: usize = crate::plan::MAX_PROBLEMS;
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,311 @@
+//! The plan of a run, made before anything is sent: `validate` reads the whole input once and
+//! builds every request, so bad input is found first (with duplicates of an id); `Plan::resume`
+//! then joins it with the scan of the existing output, to skip the rows already done.
+
+use std::collections::HashMap;
+
+use crate::input::ids::id_key;
+use crate::input::ids::{OwnId, record_id};
+use crate::input::{self, Item, Problem};
+use crate::output::resume::{Previous, Status};
+use crate::request::{Builder, Prepared};
+use crate::settings::InputSpec;
+
+/// Whether the input file is small enough for validation to keep its built requests.
+fn small_input(spec: &InputSpec) -> bool {
+    spec.path
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .is_some_and(|m| m.len() <= KEEP_INPUT_BYTES)
+}
+
+/// Problems reported before giving up on an input.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// A valid row as the plan keeps it: (id key, request hash, row number, line).
+type PlannedRow = (u128, u64, u32, u32);
+
+/// What the validation pass learned about the input.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub rows_total: u64,
+    /// Rows whose latest record in the existing output is `ok`, for the same request.
+    pub rows_done: u64,
+    /// Rows done with a request that would now differ.
+    pub rows_changed: u64,
+    /// Whether rows carry their own ids (otherwise the row number is the id).
+    pub own_ids: bool,
+    pub problems: Vec<Problem>,
+    /// All problems found, of which `problems` holds the first few.
+    pub problem_count: u64,
+    /// With `--skip-invalid`: every bad row, as (line, id for its record, reason).
+    pub invalid: Vec<(u64, String, String)>,
+    /// The bad rows as found, before their ids can be resolved (see [`Plan::resolve_invalid`]).
+    pending: Vec<PendingInvalid>,
+    /// Bit per row number: set for rows the run skips (done, or changed without
+    /// `--rerun-changed`), so the run pass skips them without building their requests again.
+    pub skip_rows: Vec<u64>,
+    keep_invalid: bool,
+    /// Every valid row, until `resume` uses them. 32 bytes a row: this is most of the memory
+    /// a large input needs before the run starts.
+    rows: Vec<PlannedRow>,
+    /// With `--dry-run`: estimated input tokens by row number.
+    estimates: Option<HashMap<u32, u32>>,
+    /// With `--dry-run`: the estimated input tokens of the rows the run would send.
+    pub est_input_tokens: u64,
+    /// The valid rows' requests as validation built them, with their row numbers, while their
+    /// bodies fit in [`KEEP_BYTES`]: the run then sends these instead of reading and building
+    /// the input a second time. `None` for larger inputs (and dry runs).
+    kept: Option<Vec<(u64, Prepared)>>,
+    kept_bytes: usize,
+}
+
+/// Validation keeps the built requests for the run (see [`Plan::take_kept`]) when the input
+/// file is at most this large, and while their bodies stay within [`KEEP_BYTES`]: a large
+/// input is read twice instead, so that memory stays flat in the number of rows.
+pub const KEEP_INPUT_BYTES: u64 = 8 << 20;
+pub const KEEP_BYTES: usize = 16 << 20;
+
+impl Plan {
+    /// The requests validation built, when the input was small enough to keep them.
+    pub fn take_kept(&mut self) -> Option<Vec<(u64, Prepared)>> {
+        self.kept.take()
+    }
+
+    /// Counts the rows done before and marks those the run skips: done with the same
+    /// request, or changed without `--rerun-changed`. A row that is invalid (the later row of
+    /// a duplicate id) is neither: it gets its `invalid_input` record.
+    pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
+        let estimates = self.estimates.take().unwrap_or_default();
+        let invalid: std::collections::HashSet<u64> =
+            self.invalid.iter().map(|(line, _, _)| *line).collect();
+        for (key, hash, number, line) in std::mem::take(&mut self.rows) {
+            if invalid.contains(&u64::from(line)) {
+                continue;
+            }
+            let number = u64::from(number);
+            let skip = match prev.status_by_key(key, hash) {
+                Status::Done => {
+                    self.rows_done += 1;
+                    true
+                }
+                Status::Changed => {
+                    self.rows_changed += 1;
+                    !rerun_changed
+                }
+                Status::Pending => false,
+            };
+            if skip {
+                set_bit(&mut self.skip_rows, number);
+            } else if let Some(e) = estimates.get(&(number as u32)) {
+                self.est_input_tokens += u64::from(*e);
+            }
+        }
+    }
+}
+
+/// Whether row `number` (1-based) is set in a bitset.
+pub fn bit(bits: &[u64], number: u64) -> bool {
+    let i = number as usize;
+    bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+}
+
+fn set_bit(bits: &mut Vec<u64>, number: u64) {
+    let i = number as usize;
+    if bits.len() <= i / 64 {
+        bits.resize(i / 64 + 1, 0);
+    }
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+/// A bad row as validation finds it: (line, row number, what its id field holds, reason).
+type PendingInvalid = (u64, u64, OwnId, String);
+
+impl Plan {
+    /// A problem with a row whose id cannot be used (an unreadable row, an unusable id).
+    fn problem(&mut self, line: u64, reason: impl Into<String>) {
+        self.invalid_row(line, 0, Err(String::new()), reason);
+    }
+
+    /// A problem with a row. Under `--skip-invalid` it gets an `invalid_input` record, whose
+    /// id [`Plan::resolve_invalid`] gives once the whole input is read.
+    fn invalid_row(&mut self, line: u64, number: u64, own: OwnId, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.keep_invalid {
+            self.pending.push((line, number, own, reason.clone()));
+        }
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem { line, reason });
+        }
+    }
+
+    /// Gives each bad row one `invalid_input` record (its reasons joined), with the id
+    /// [`record_id`] resolves for it.
+    fn resolve_invalid(&mut self, duplicates: &HashMap<u64, u64>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|p| p.0);
+        for (line, number, own, reason) in pending {
+            match self.invalid.last_mut() {
+                Some((l, _, r)) if *l == line => {
+                    r.push_str("; ");
+                    r.push_str(&reason);
+                }
+                _ => {
+                    let dup = duplicates.contains_key(&line);
+                    let id = record_id(line, number, &own, self.own_ids, dup);
+                    self.invalid.push((line, id, reason));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the whole input once, building every request. It needs nothing from the output, so
+/// it can run while the output is scanned; [`Plan::resume`] then joins the two.
+pub fn validate(
+    spec: &InputSpec,
+    builder: &Builder,
+    keep_invalid: bool,
+    estimate: bool,
+) -> std::io::Result<Plan> {
+    let mut plan = Plan {
+        keep_invalid,
+        estimates: estimate.then(HashMap::new),
+        kept: (!estimate && small_input(spec)).then(Vec::new),
+        ..Plan::default()
+    };
+    let mut any_id = false;
+    // Rows without an id, by row number; invalid only if other rows have one.
+    let mut without_id: Vec<u64> = Vec::new();
+    // Rows that failed to build, as (id key, line): they count for duplicates too.
+    let mut bad_with_id: Vec<(u128, u32)> = Vec::new();
+    // Rows without an id that failed to build, as (line, row number).
+    let mut bad_without_id: Vec<(u64, u64)> = Vec::new();
+    for item in input::open(spec)? {
+        let row = match item? {
+            Item::Row(row) => row,
+            Item::Bad(p) => {
+                plan.rows_total += 1;
+                plan.problem(p.line, p.reason);
+                continue;
+            }
+        };
+        plan.rows_total += 1;
+        let own = input::row_id(&row.fields, builder.id_field());
+        match &own {
+            Err(reason) => {
+                plan.problem(row.line, reason.clone());
+                continue;
+            }
+            // Duplicates are found after the pass, by sorting the planned rows.
+            Ok(Some(_)) => any_id = true,
+            Ok(None) => set_bit(&mut without_id, row.number),
+        }
+        // Built with the row's own id or its number; a row without an id in an input with ids
+        // is invalid (below), so it is never sent under that number.
+        match builder.build(&row, record_id(row.line, row.number, &own, false, false)) {
+            Ok(p) => {
+                let number = u32::try_from(row.number).unwrap_or(u32::MAX);
+                let line = u32::try_from(row.line).unwrap_or(u32::MAX);
+                plan.rows.push((id_key(&p.id), p.hash, number, line));
+                if let Some(e) = &mut plan.estimates {
+                    e.insert(number, crate::request::estimate_tokens(&p.body));
+                }
+                if let Some(kept) = &mut plan.kept {
+                    plan.kept_bytes += p.body.len() + p.id.len();
+                    if plan.kept_bytes > KEEP_BYTES {
+                        plan.kept = None;
+                    } else {
+                        kept.push((row.number, p));
+                    }
+                }
+            }
+            Err(reason) => {
+                match &own {
+                    Ok(Some(id)) => {
+                        let line = u32::try_from(row.line).unwrap_or(u32::MAX);
+                        bad_with_id.push((id_key(id), line));
+                    }
+                    _ => bad_without_id.push((row.line, row.number)),
+                }
+                plan.invalid_row(row.line, row.number, own, reason);
+            }
+        }
+    }
+    plan.own_ids = any_id;
+    if any_id && !without_id.is_empty() {
+        let reason = format!(
+            "no `{}` field, while other rows have one",
+            builder.id_field()
+        );
+        // The valid ones leave the plan: they are not sent, nor counted as done.
+        let mut idless = Vec::new();
+        plan.rows.retain(|r| {
+            let keep = !bit(&without_id, u64::from(r.2));
+            if !keep {
+                idless.push((u64::from(r.3), u64::from(r.2)));
+            }
+            keep
+        });
+        for (line, number) in idless.into_iter().chain(bad_without_id) {
+            plan.invalid_row(line, number, Ok(None), reason.clone());
+        }
+    }
+    let duplicates = match any_id {
+        true => find_duplicates(spec, builder, &mut plan, bad_with_id)?,
+        false => HashMap::new(),
+    };
+    plan.resolve_invalid(&duplicates);
+    plan.problems.sort_by_key(|p| p.line);
+    Ok(plan)
+}
+
+/// Reports every row whose id an earlier row already has, valid or not: the later row of a
+/// duplicate is invalid whichever of the two could be sent. The planned rows are sorted by id
+/// (their order does not matter to `resume`) and walked together with the invalid rows' ids,
+/// so a duplicate follows its first row; a second read of the input, only when there are
+/// duplicates, fetches their ids for the messages. Returns the duplicates' lines, each with
+/// the line of its first row.
+fn find_duplicates(
+    spec: &InputSpec,
+    builder: &Builder,
+    plan: &mut Plan,
+    mut bad: Vec<(u128, u32)>,
+) -> std::io::Result<HashMap<u64, u64>> {
+    plan.rows.sort_unstable_by_key(|r| (r.0, r.3));
+    bad.sort_unstable();
+    let mut dups: HashMap<u64, u64> = HashMap::new();
+    let mut valid = plan.rows.iter().map(|r| (r.0, r.3)).peekable();
+    let mut invalid = bad.into_iter().peekable();
+    let mut last: Option<(u128, u64)> = None;
+    loop {
+        let next = match (valid.peek(), invalid.peek()) {
+            (Some(v), Some(b)) if b < v => invalid.next(),
+            (Some(_), _) => valid.next(),
+            (None, _) => invalid.next(),
+        };
+        let Some((key, line)) = next else { break };
+        let line = u64::from(line);
+        match last {
+            Some((k, first)) if k == key => {
+                dups.insert(line, first);
+            }
+            _ => last = Some((key, line)),
+        }
+    }
+    if dups.is_empty() {
+        return Ok(dups);
+    }
+    for item in input::open(spec)? {
+        let Item::Row(row) = item? else { continue };
+        let Some(&first) = dups.get(&row.line) else {
+            continue;
+        };
+        if let Ok(Some(id)) = input::row_id(&row.fields, builder.id_field()) {
+            let reason = format!("duplicate id `{id}` (first on line {first})");
+            plan.invalid_row(row.line, row.number, Ok(Some(id)), reason);
+        }
+    }
+    Ok(dups)
+}

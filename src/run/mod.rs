@@ -1,0 +1,37 @@
+//! `batchgen run` in three stages, each handing the next a plain struct: `prepare` (spool,
+//! lock, `--fresh`, the scan beside the plan, the dry run) -> `execute` (the client, the
+//! reader, the workers, the writer, the progress display) -> `finish` (compaction, the exit
+//! code, the report). `signals` turns SIGINT and SIGTERM into the tokens a run stops by.
+
+mod execute;
+mod finish;
+mod prepare;
+pub mod signals;
+
+use crate::cli::RunArgs;
+use crate::exit::{Exit, RunError};
+use crate::printer::say;
+use crate::settings;
+
+pub use signals::{Signals, shutdown_signals};
+
+/// `batchgen run`: validate, resume, send, write, summarize.
+pub async fn run(args: RunArgs, signals: Signals) -> Exit {
+    match stages(args, signals).await {
+        Ok(exit) => exit,
+        Err(e) => {
+            say(format_args!("error: {e}"));
+            e.exit()
+        }
+    }
+}
+
+async fn stages(args: RunArgs, signals: Signals) -> Result<Exit, RunError> {
+    let settings = settings::resolve(args, |k| std::env::var(k).ok())?;
+    let ready = prepare::prepare(settings).await?;
+    if ready.settings.dry_run {
+        return prepare::dry_run(&ready);
+    }
+    let ran = execute::execute(ready, signals).await?;
+    Ok(finish::finish(ran))
+}
