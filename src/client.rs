@@ -18,8 +18,8 @@ use http_body_util::combinators::BoxBody;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::cli::ApiStyle;
 use crate::flow::Flow;
+use crate::request::Api;
 use crate::request::stream::{Assembler, Progress, StreamError};
 use crate::request::{self, Reply};
 use crate::retry::{self, ErrorKind, Failure};
@@ -53,7 +53,7 @@ enum Http {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: Http,
-    api: ApiStyle,
+    api: Api,
     /// Told about exhausted `x-ratelimit-remaining-*` headers.
     flow: std::sync::Arc<Flow>,
     /// Parsed once: a string URL would be parsed again on every request.
@@ -70,7 +70,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(
-        api: ApiStyle,
+        api: Api,
         base_url: &str,
         key: Option<&ApiKey>,
         timeout: Duration,
@@ -180,7 +180,7 @@ impl Client {
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
         if stream {
             req = req.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-            if self.api == ApiStyle::Dashscope {
+            if self.api == Api::Dashscope {
                 req = req.header("X-DashScope-SSE", HeaderValue::from_static("enable"));
             }
         }

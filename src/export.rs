@@ -80,10 +80,12 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
 use crate::Exit;
-use crate::cli::{ExportArgs, InputFormat};
+use crate::cli::ExportArgs;
+use crate::input::format::format_of;
+// The domain format: `settings` converts the clap one into it.
+use crate::input::format::Format as InputFormat;
 use crate::input::{self, Item, RawRow};
 use crate::output::resume::{self, id_key};
-use crate::settings::format_of;
 use crate::settings::{InputSpec, default_output};
 
 const READ_BUFFER: usize = 256 * 1024;
@@ -141,7 +143,7 @@ impl Options {
                 "--input -: export reads the input more than once, so it must be a file",
             ));
         }
-        let input_format = match args.input_format {
+        let input_format = match args.input_format.map(InputFormat::from) {
             Some(f) => f,
             None => format_of(&args.input).ok_or_else(|| {
                 usage(format!(
@@ -160,6 +162,7 @@ impl Options {
             .filter(|p| p.as_os_str() != "-" && !p.as_os_str().is_empty());
         let format = args
             .format
+            .map(InputFormat::from)
             .or_else(|| output.as_deref().and_then(format_of))
             .unwrap_or(input_format);
         let gzip = output
@@ -1210,14 +1213,16 @@ mod tests {
 
     #[test]
     fn formats_default_from_the_output_then_the_input() {
-        let args = |input: &str, output: Option<&str>, format: Option<InputFormat>| ExportArgs {
-            results: None,
-            input: PathBuf::from(input),
-            input_format: None,
-            id_field: "id".into(),
-            format,
-            output: output.map(PathBuf::from),
-            skip_invalid: false,
+        let args = |input: &str, output: Option<&str>, format: Option<crate::cli::InputFormat>| {
+            ExportArgs {
+                results: None,
+                input: PathBuf::from(input),
+                input_format: None,
+                id_field: "id".into(),
+                format,
+                output: output.map(PathBuf::from),
+                skip_invalid: false,
+            }
         };
         let o = Options::resolve(&args("rows.csv.gz", None, None)).expect("ok");
         assert_eq!(o.format, InputFormat::Csv);
@@ -1228,8 +1233,12 @@ mod tests {
         assert_eq!((o.format, o.gzip), (InputFormat::Jsonl, true));
         let o = Options::resolve(&args("rows.jsonl", Some("out.txt"), None)).expect("ok");
         assert_eq!(o.format, InputFormat::Jsonl);
-        let o =
-            Options::resolve(&args("rows.jsonl", Some("-"), Some(InputFormat::Csv))).expect("ok");
+        let o = Options::resolve(&args(
+            "rows.jsonl",
+            Some("-"),
+            Some(crate::cli::InputFormat::Csv),
+        ))
+        .expect("ok");
         assert_eq!((o.format, o.output), (InputFormat::Csv, None));
         assert!(Options::resolve(&args("-", None, None)).is_err());
         assert!(Options::resolve(&args("rows.txt", None, None)).is_err());

@@ -40,7 +40,7 @@ use crate::pricing::Prices;
 use crate::printer::say;
 use crate::progress::Live;
 use crate::request::Builder;
-use crate::settings::{Endpoint, Settings, parse_duration};
+use crate::settings::{Endpoint, Settings};
 
 /// How a command ended; the process exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub async fn main_with(cli: Cli) -> Exit {
 }
 
 async fn mock_server(args: MockServerArgs) -> Exit {
-    let cfg = match mock_config(&args) {
+    let cfg = match settings::mock::resolve(&args, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
             say(format_args!("error: {e}"));
@@ -93,36 +93,6 @@ async fn mock_server(args: MockServerArgs) -> Exit {
             Exit::Stopped
         }
     }
-}
-
-fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
-    let d = |flag: &str, v: &str| parse_duration(flag, v).map_err(|e| e.to_string());
-    Ok(mock::MockConfig {
-        latency: d("latency", &args.latency)?,
-        jitter: d("jitter", &args.jitter)?,
-        faults: mock::FaultRates::parse(&args.faults).map_err(|e| format!("--faults: {e}"))?,
-        fault_attempts: args.fault_attempts,
-        retry_after: d("retry-after", &args.retry_after)?,
-        hang: d("hang", &args.hang)?,
-        seed: args.seed,
-        limits: {
-            let limits = mock::RateLimits::new(args.rpm, args.rps, args.tpm);
-            if args.sliding_window {
-                limits.sliding()
-            } else {
-                limits
-            }
-        },
-        api_key: match &args.require_key_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .ok()
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| format!("--require-key-env: {var} is not set"))?,
-            ),
-            None => None,
-        },
-    })
 }
 
 /// The signals that stop a run: the first stops dispatching, the second abandons in-flight
@@ -195,11 +165,7 @@ pub async fn run(args: RunArgs, signals: (CancellationToken, CancellationToken))
 /// The price table of a run: the built-in one for `--region`, with `--pricing` on top. With
 /// `--max-cost`, the model must have a price.
 fn load_prices(settings: &Settings) -> Result<Arc<Prices>, Failed> {
-    let region = match settings.region {
-        cli::Region::Cn => pricing::Region::Cn,
-        cli::Region::Intl | cli::Region::Us => pricing::Region::Intl,
-    };
-    let mut prices = Prices::for_region(region);
+    let mut prices = Prices::for_region(settings.region);
     if let Some(path) = &settings.pricing {
         prices = prices
             .with_overrides(path)

@@ -56,7 +56,6 @@
 //! - Costs are written rounded to 1e-10 ([`round_cost`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -123,36 +122,13 @@ pub struct Cost {
     pub source: Option<Arc<str>>,
 }
 
-/// Which regional price list applies: Qwen's prices differ between its international (USD)
-/// and China (CNY) sites.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Region {
-    /// International (Singapore) prices in USD; also used for the US (Virginia) site.
-    #[default]
-    Intl,
-    /// China (Beijing) prices in CNY.
-    Cn,
-}
-
-impl Region {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::Intl => "intl",
-            Region::Cn => "cn",
-        }
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which regional price list applies: the run's region ([`Region::price_list`]).
+pub use crate::settings::Region;
 
 impl FromStr for Region {
     type Err = String;
 
-    /// `intl`, `cn` or `us` (any case); `us` uses the international table.
+    /// A price list's name: `intl`, `cn` or `us` (any case); `us` uses the international table.
     fn from_str(s: &str) -> Result<Region, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "intl" | "us" => Ok(Region::Intl),
@@ -462,11 +438,11 @@ fn parse(
     let mut wanted = None;
     for r in [Region::Intl, Region::Cn] {
         let regional = match r {
-            Region::Intl => &intl,
+            Region::Intl | Region::Us => &intl,
             Region::Cn => &cn,
         };
         let table = resolve(r, &any, regional).map_err(|why| format!("{file}:{why}"))?;
-        if r == region {
+        if r == region.price_list() {
             wanted = Some(table);
         }
     }

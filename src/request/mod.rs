@@ -5,6 +5,7 @@
 //! its `--prompt-field`. The same function serves the validation pass and the run, so a row
 //! that validated builds the same request when it is sent.
 
+pub mod api;
 pub mod chat;
 pub mod native;
 pub mod responses;
@@ -16,9 +17,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::cli::ApiStyle;
 use crate::input::RawRow;
 use crate::settings::{GenParams, OutputFormat, Settings};
+pub use api::Api;
 pub use template::Template;
 
 /// Largest request body accepted from one row.
@@ -136,7 +137,7 @@ pub struct Builder {
     id_field: String,
     system: Option<String>,
     params: GenParams,
-    api: ApiStyle,
+    api: Api,
     /// The run's model, shared by the rows that do not name their own.
     model: Arc<str>,
 }
@@ -196,7 +197,7 @@ impl Builder {
         };
         // The Responses API carries the system prompt as `instructions`.
         let mut instructions = None;
-        if self.api == ApiStyle::Responses {
+        if self.api == Api::Responses {
             if !has_role(&messages, "system") {
                 instructions = self.system.clone();
             }
@@ -212,7 +213,7 @@ impl Builder {
                     text.push_str("\n\n");
                     text.push_str(JSON_HINT);
                 }
-                None if self.api == ApiStyle::Responses => instructions = Some(JSON_HINT.into()),
+                None if self.api == Api::Responses => instructions = Some(JSON_HINT.into()),
                 None => add_json_hint(&mut messages),
             }
         }
@@ -224,11 +225,11 @@ impl Builder {
             messages.push(m);
         }
         let body = match self.api {
-            ApiStyle::Chat => chat::body(&self.params, messages, row_body, row_params),
-            ApiStyle::Responses => {
+            Api::Chat => chat::body(&self.params, messages, row_body, row_params),
+            Api::Responses => {
                 responses::body(&self.params, messages, instructions, row_body, row_params)
             }
-            ApiStyle::Dashscope => native::body(&self.params, messages, row_body, row_params),
+            Api::Dashscope => native::body(&self.params, messages, row_body, row_params),
         };
         let model = match body.get("model").and_then(Value::as_str) {
             Some(m) if m != &*self.model => Arc::from(m),
@@ -329,30 +330,30 @@ pub fn content_text(content: Option<Value>) -> Option<String> {
 }
 
 /// Parses a whole (not streamed) 200 answer of a style.
-pub fn parse(api: ApiStyle, body: &[u8]) -> Result<Reply, String> {
+pub fn parse(api: Api, body: &[u8]) -> Result<Reply, String> {
     match api {
-        ApiStyle::Chat => chat::parse(body),
-        ApiStyle::Responses => responses::parse(body),
-        ApiStyle::Dashscope => native::parse(body),
+        Api::Chat => chat::parse(body),
+        Api::Responses => responses::parse(body),
+        Api::Dashscope => native::parse(body),
     }
 }
 
 /// The path of a style's endpoint, appended to the base URL.
-pub fn path(api: ApiStyle) -> &'static str {
+pub fn path(api: Api) -> &'static str {
     match api {
-        ApiStyle::Chat => chat::PATH,
-        ApiStyle::Responses => responses::PATH,
-        ApiStyle::Dashscope => native::PATH,
+        Api::Chat => chat::PATH,
+        Api::Responses => responses::PATH,
+        Api::Dashscope => native::PATH,
     }
 }
 
 /// The body of a streamed attempt: chat asks for a stream with its usage, Responses for a
 /// stream; DashScope native streams on a header, with the same body.
-pub fn stream_body(api: ApiStyle, body: &Bytes) -> Bytes {
+pub fn stream_body(api: Api, body: &Bytes) -> Bytes {
     let head: &[u8] = match api {
-        ApiStyle::Chat => br#"{"stream":true,"stream_options":{"include_usage":true},"#,
-        ApiStyle::Responses => br#"{"stream":true,"#,
-        ApiStyle::Dashscope => return body.clone(),
+        Api::Chat => br#"{"stream":true,"stream_options":{"include_usage":true},"#,
+        Api::Responses => br#"{"stream":true,"#,
+        Api::Dashscope => return body.clone(),
     };
     // Bodies are JSON objects with at least `model`, so `{` is followed by a field.
     let mut out = Vec::with_capacity(body.len() + head.len());
@@ -514,7 +515,7 @@ mod tests {
                 temperature: Some(0.5),
                 ..GenParams::default()
             },
-            api: ApiStyle::Chat,
+            api: Api::Chat,
             model: Arc::from("qwen-plus"),
         }
     }

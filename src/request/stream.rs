@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 
+use super::api::Api;
 use super::{Reply, chat, native, responses};
-use crate::cli::ApiStyle;
 
 /// After one event: keep reading, or the answer is complete.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,11 +36,11 @@ pub enum Assembler {
 }
 
 impl Assembler {
-    pub fn new(api: ApiStyle) -> Assembler {
+    pub fn new(api: Api) -> Assembler {
         match api {
-            ApiStyle::Chat => Assembler::Chat(chat::Assembler::default()),
-            ApiStyle::Responses => Assembler::Responses(responses::Assembler::default()),
-            ApiStyle::Dashscope => Assembler::Native(native::Assembler::default()),
+            Api::Chat => Assembler::Chat(chat::Assembler::default()),
+            Api::Responses => Assembler::Responses(responses::Assembler::default()),
+            Api::Dashscope => Assembler::Native(native::Assembler::default()),
         }
     }
 
@@ -152,7 +152,7 @@ mod tests {
     use super::*;
 
     /// Feeds `(event, data)` pairs and finishes.
-    fn run(api: ApiStyle, events: &[(&str, &str)]) -> Result<Reply, String> {
+    fn run(api: Api, events: &[(&str, &str)]) -> Result<Reply, String> {
         let mut a = Assembler::new(api);
         for (e, d) in events {
             match a.event(e, d) {
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn chat_deltas_usage_chunk_and_no_done() {
         let r = run(
-            ApiStyle::Chat,
+            Api::Chat,
             &[
                 ("message", r#"{"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning_content":"Th"}}]}"#),
                 ("message", r#"{"id":"c1","choices":[{"index":0,"delta":{"reasoning_content":"ink"}}]}"#),
@@ -190,12 +190,12 @@ mod tests {
     #[test]
     fn chat_cut_and_error_events() {
         let cut = run(
-            ApiStyle::Chat,
+            Api::Chat,
             &[("message", r#"{"choices":[{"delta":{"content":"half"}}]}"#)],
         );
         assert!(cut.is_err_and(|e| e.contains("before the answer finished")));
         let moderated = run(
-            ApiStyle::Chat,
+            Api::Chat,
             &[
                 ("message", r#"{"choices":[{"delta":{"content":"a"}}]}"#),
                 (
@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn chat_tool_call_fragments_merge() {
         let r = run(
-            ApiStyle::Chat,
+            Api::Chat,
             &[
                 ("message", r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\""}}]}}]}"#),
                 ("message", r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]},"finish_reason":"tool_calls"}]}"#),
@@ -227,7 +227,7 @@ mod tests {
     #[test]
     fn native_incremental_with_string_null_and_cumulative_usage() {
         let r = run(
-            ApiStyle::Dashscope,
+            Api::Dashscope,
             &[
                 ("result", r#"{"output":{"choices":[{"message":{"content":"","reasoning_content":"Hm","role":"assistant"},"finish_reason":"null"}]},"usage":{"input_tokens":5,"output_tokens":1,"total_tokens":6,"output_tokens_details":{"reasoning_tokens":1}},"request_id":"rq"}"#),
                 ("result", r#"{"output":{"choices":[{"message":{"content":"2, 3","role":"assistant"},"finish_reason":"null"}]},"usage":{"input_tokens":5,"output_tokens":3,"total_tokens":8,"output_tokens_details":{"reasoning_tokens":1}},"request_id":"rq"}"#),
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn native_tool_call_fragments_merge() {
         let r = run(
-            ApiStyle::Dashscope,
+            Api::Dashscope,
             &[
                 ("result", r#"{"output":{"choices":[{"message":{"content":"","tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"a\""}}]},"finish_reason":"null"}]}}"#),
                 ("result", r#"{"output":{"choices":[{"message":{"content":"","tool_calls":[{"index":0,"id":"","type":"function","function":{"arguments":":1}"}}]},"finish_reason":"null"}]}}"#),
@@ -286,7 +286,7 @@ mod tests {
     #[test]
     fn native_cut_and_error_event() {
         let cut = run(
-            ApiStyle::Dashscope,
+            Api::Dashscope,
             &[(
                 "result",
                 r#"{"output":{"choices":[{"message":{"content":"2"},"finish_reason":"null"}]}}"#,
@@ -294,7 +294,7 @@ mod tests {
         );
         assert!(cut.is_err());
         let err = run(
-            ApiStyle::Dashscope,
+            Api::Dashscope,
             &[(
                 "error",
                 r#"{"code":"DataInspectionFailed","message":"Output data may contain inappropriate content.","request_id":"r"}"#,
@@ -306,7 +306,7 @@ mod tests {
     #[test]
     fn responses_events() {
         let r = run(
-            ApiStyle::Responses,
+            Api::Responses,
             &[
                 ("response.created", r#"{"type":"response.created","response":{"id":"resp_1","status":"in_progress","output":[]}}"#),
                 ("response.reasoning_summary_text.delta", r#"{"type":"response.reasoning_summary_text.delta","delta":"Why"}"#),
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(r.finish_reason.as_deref(), Some("stop"));
         assert_eq!(r.usage.map(|u| u.output_tokens), Some(5));
         let cut = run(
-            ApiStyle::Responses,
+            Api::Responses,
             &[(
                 "response.output_text.delta",
                 r#"{"type":"response.output_text.delta","delta":"Hel"}"#,
@@ -329,7 +329,7 @@ mod tests {
         );
         assert!(cut.is_err());
         let err = run(
-            ApiStyle::Responses,
+            Api::Responses,
             &[(
                 "error",
                 r#"{"type":"error","code":"data_inspection_failed","message":"Output data may contain inappropriate content."}"#,
