@@ -2,8 +2,8 @@
 //!
 //! Every `run` flag is an `Option` (or a switch, or a list) so that a job file can fill what
 //! the command line leaves unset; the defaults named in the help are applied in `settings`,
-//! not here. A job file is read into the same [`RunArgs`], by the flags' snake_case names, so
-//! a new flag is one new field.
+//! not here. A job file is read (serde) into the same [`RunArgs`], by the flags' snake_case
+//! names, so a new flag is one new field here and its use in `settings`.
 
 use std::path::PathBuf;
 

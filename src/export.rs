@@ -1213,16 +1213,15 @@ mod tests {
 
     #[test]
     fn formats_default_from_the_output_then_the_input() {
-        let args = |input: &str, output: Option<&str>, format: Option<crate::cli::InputFormat>| {
-            ExportArgs {
-                results: None,
-                input: PathBuf::from(input),
-                input_format: None,
-                id_field: "id".into(),
-                format,
-                output: output.map(PathBuf::from),
-                skip_invalid: false,
-            }
+        use crate::cli::InputFormat as Flag;
+        let args = |input: &str, output: Option<&str>, format: Option<Flag>| ExportArgs {
+            results: None,
+            input: PathBuf::from(input),
+            input_format: None,
+            id_field: "id".into(),
+            format,
+            output: output.map(PathBuf::from),
+            skip_invalid: false,
         };
         let o = Options::resolve(&args("rows.csv.gz", None, None)).expect("ok");
         assert_eq!(o.format, InputFormat::Csv);
@@ -1233,12 +1232,7 @@ mod tests {
         assert_eq!((o.format, o.gzip), (InputFormat::Jsonl, true));
         let o = Options::resolve(&args("rows.jsonl", Some("out.txt"), None)).expect("ok");
         assert_eq!(o.format, InputFormat::Jsonl);
-        let o = Options::resolve(&args(
-            "rows.jsonl",
-            Some("-"),
-            Some(crate::cli::InputFormat::Csv),
-        ))
-        .expect("ok");
+        let o = Options::resolve(&args("rows.jsonl", Some("-"), Some(Flag::Csv))).expect("ok");
         assert_eq!((o.format, o.output), (InputFormat::Csv, None));
         assert!(Options::resolve(&args("-", None, None)).is_err());
         assert!(Options::resolve(&args("rows.txt", None, None)).is_err());

@@ -37,6 +37,7 @@ pub(super) fn read(
             e.message().trim_end().replace('\n', " ")
         ))
     })?;
+    // The flags that name files; a new one joins this list.
     let dir = path.parent().unwrap_or(Path::new(""));
     for p in [
         &mut job.input,

@@ -186,4 +186,33 @@ mod tests {
         a.base_url = Some("http://127.0.0.1:9/v1".into());
         assert!(resolve(a, |_| None).is_ok());
     }
+
+    #[test]
+    fn the_command_line_wins_over_the_job_file_and_job_paths_follow_the_file() {
+        let dir = std::env::temp_dir().join(format!("batchgen-job-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let job = dir.join("job.toml");
+        std::fs::write(
+            &job,
+            "input = \"rows.jsonl\"\nbase_url = \"mock\"\nmodel = \"qwen-flash\"\n\
+             concurrency = 3\ntimeout = 90\nstop = [\"x\"]\nquiet = true\n\
+             [params]\nk = 1\n",
+        )
+        .expect("write");
+        let cli = RunArgs {
+            job: Some(job),
+            concurrency: Some(5),
+            stop: vec!["y".into()],
+            ..RunArgs::default()
+        };
+        let s = resolve(cli, |_| None).expect("settings");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.input.path, Some(dir.join("rows.jsonl")));
+        assert_eq!(s.params.model, "qwen-flash");
+        assert_eq!(s.concurrency, 5);
+        assert_eq!(s.timeout, Duration::from_secs(90));
+        assert_eq!(s.params.stop, ["y"]);
+        assert!(s.quiet);
+        assert_eq!(s.params.extra.get("k"), Some(&serde_json::json!(1)));
+    }
 }
