@@ -1,11 +1,15 @@
 //! Command-line types only: clap parses into these, and `settings` resolves them.
 //!
-//! Every `run` flag is an `Option` so that a job file can fill what the command line leaves
-//! unset; the defaults named in the help are applied in `settings`, not here.
+//! Every `run` flag is an `Option` (or a switch, or a list) so that a job file can fill what
+//! the command line leaves unset; the defaults named in the help are applied in `settings`,
+//! not here. A job file is read (serde) into the same [`RunArgs`], by the flags' snake_case
+//! names, so a new flag is one new field here and its use in `settings`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
 
 /// Batch runner for LLM text generation: JSONL or CSV prompts in, one JSON result per row out.
 #[derive(Debug, Parser)]
@@ -36,8 +40,88 @@ pub enum Command {
     },
 }
 
+/// Declares the `run` flags once, and [`RunArgs::over`] from the same list, so that the
+/// command line and the job file cannot drift apart.
+macro_rules! run_flags {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$field_meta:meta])* pub $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// These flags over `below` (a job file's): each flag set here wins, each unset
+            /// one takes `below`'s value.
+            pub fn over(self, below: $name) -> $name {
+                $name {
+                    $($field: Layer::over(self.$field, below.$field),)*
+                }
+            }
+        }
+    };
+}
+
+/// How a command-line value sits over a job file's: set wins over unset.
+trait Layer {
+    fn over(self, below: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn over(self, below: Self) -> Self {
+        self.or(below)
+    }
+}
+
+/// A switch is set when either side sets it (neither can unset the other).
+impl Layer for bool {
+    fn over(self, below: Self) -> Self {
+        self || below
+    }
+}
+
+/// A repeatable flag given on the command line replaces the job file's list whole.
+impl<T> Layer for Vec<T> {
+    fn over(self, below: Self) -> Self {
+        if self.is_empty() { below } else { self }
+    }
+}
+
+/// A duration in a job file: `"90s"`, `"2m"` or a number of seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JobDuration {
+    Seconds(f64),
+    Text(String),
+}
+
+/// A count in a job file: `50` or `"5%"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JobCount {
+    Number(u64),
+    Text(String),
+}
+
+/// Reads a job file's duration as the text the flag would carry.
+fn seconds_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(match JobDuration::deserialize(d)? {
+        JobDuration::Seconds(s) => s.to_string(),
+        JobDuration::Text(t) => t,
+    }))
+}
+
+/// Reads a job file's count as the text the flag would carry.
+fn count_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(match JobCount::deserialize(d)? {
+        JobCount::Number(n) => n.to_string(),
+        JobCount::Text(t) => t,
+    }))
+}
+
 /// The API style requests are sent in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApiStyle {
     /// OpenAI-compatible Chat Completions: POST {base}/chat/completions.
@@ -49,7 +133,7 @@ pub enum ApiStyle {
 }
 
 /// `--thinking on|off`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnOff {
     On,
@@ -57,7 +141,7 @@ pub enum OnOff {
 }
 
 /// The DashScope region whose endpoint is the default base URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     /// Singapore (dashscope-intl.aliyuncs.com).
@@ -69,7 +153,7 @@ pub enum Region {
 }
 
 /// Input file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
     /// One JSON object per line.
@@ -78,7 +162,10 @@ pub enum InputFormat {
     Csv,
 }
 
-#[derive(Debug, Default, Args)]
+run_flags! {
+/// The flags of `run`, from the command line or a job file (see [`RunArgs::over`]).
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RunArgs {
     /// Input file (.jsonl or .csv, optionally .gz), or `-` for stdin.
     #[arg(value_name = "INPUT")]
@@ -86,6 +173,7 @@ pub struct RunArgs {
 
     /// Job file (TOML): any long flag by its snake_case name, plus a `[params]` table.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub job: Option<PathBuf>,
 
     /// Input format, when the extension does not tell.
@@ -198,6 +286,7 @@ pub struct RunArgs {
     /// Stop early (exit 3) once this many rows have failed, or this share of the rows
     /// finished so far (e.g. `5%`, judged from 20 finished rows on).
     #[arg(long, value_name = "N|P%")]
+    #[serde(deserialize_with = "count_or_text")]
     pub max_failures: Option<String>,
 
     /// Stop dispatching when the spend so far plus the worst case of the requests in flight
@@ -208,6 +297,7 @@ pub struct RunArgs {
     /// Stop dispatching at this point: a duration from the start (`45m`, `2h`) or an RFC 3339
     /// time (`2026-11-26T06:00:00Z`); drain, exit 3, resumable.
     #[arg(long, value_name = "D")]
+    #[serde(deserialize_with = "seconds_or_text")]
     pub deadline: Option<String>,
 
     /// Price table (TOML) whose models replace or add to the built-in one.
@@ -225,14 +315,17 @@ pub struct RunArgs {
 
     /// First backoff delay; later ones double, with full jitter [default: 500ms].
     #[arg(long, value_name = "D")]
+    #[serde(deserialize_with = "seconds_or_text")]
     pub retry_delay: Option<String>,
 
     /// Longest backoff delay [default: 30s].
     #[arg(long, value_name = "D")]
+    #[serde(deserialize_with = "seconds_or_text")]
     pub retry_max_delay: Option<String>,
 
     /// Timeout per attempt, e.g. 90s or 2m; a bare number means seconds [default: 300s].
     #[arg(long, value_name = "D")]
+    #[serde(deserialize_with = "seconds_or_text")]
     pub timeout: Option<String>,
 
     /// Run the valid rows even if some are invalid; each invalid row gets an `invalid_input`
@@ -255,6 +348,7 @@ pub struct RunArgs {
 
     /// Write a plain progress line this often when stderr is not a terminal [default: 30s].
     #[arg(long, value_name = "D")]
+    #[serde(deserialize_with = "seconds_or_text")]
     pub progress_interval: Option<String>,
 
     /// No progress bar or progress lines.
@@ -264,6 +358,11 @@ pub struct RunArgs {
     /// Print only errors and the summary.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// A job file's `[params]` table: extra request fields, sent as given.
+    #[arg(skip)]
+    pub params: Option<Map<String, Value>>,
+}
 }
 
 #[derive(Debug, Args)]

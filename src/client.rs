@@ -18,9 +18,10 @@ use http_body_util::combinators::BoxBody;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::cli::ApiStyle;
 use crate::limit::Flow;
-use crate::request::stream::{Assembler, Progress, StreamError};
+use crate::request::Api;
+use crate::request::sse::{Step, StreamError};
+use crate::request::style::{self, Assembler};
 use crate::request::{self, Reply};
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::ApiKey;
@@ -53,7 +54,7 @@ enum Http {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: Http,
-    api: ApiStyle,
+    api: Api,
     /// Told about exhausted `x-ratelimit-remaining-*` headers.
     flow: std::sync::Arc<Flow>,
     /// Parsed once: a string URL would be parsed again on every request.
@@ -70,14 +71,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(
-        api: ApiStyle,
+        api: Api,
         base_url: &str,
         key: Option<&ApiKey>,
         timeout: Duration,
         concurrency: usize,
         flow: std::sync::Arc<Flow>,
     ) -> anyhow::Result<Client> {
-        let url = format!("{}{}", base_url.trim_end_matches('/'), request::path(api));
+        let url = format!("{}{}", base_url.trim_end_matches('/'), style::path(api));
         // Checked as a URL first, for the clearer message.
         reqwest::Url::parse(&url)
             .map_err(|e| anyhow::anyhow!("--base-url: not a valid URL: {e}"))?;
@@ -171,7 +172,7 @@ impl Client {
     async fn exchange(&self, body: &Bytes, stream: bool) -> Result<Reply, Failure> {
         let body_len = body.len();
         let body = if stream {
-            request::stream_body(self.api, body)
+            style::stream_body(self.api, body)
         } else {
             body.clone()
         };
@@ -180,7 +181,7 @@ impl Client {
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
         if stream {
             req = req.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-            if self.api == ApiStyle::Dashscope {
+            if self.api == Api::Dashscope {
                 req = req.header("X-DashScope-SSE", HeaderValue::from_static("enable"));
             }
         }
@@ -267,7 +268,7 @@ impl Client {
             // An error answer is an answer: nothing was lost, so nothing is counted as billed.
             return Err(retry::classify(status, &headers, &bytes, self.openai));
         }
-        request::parse(self.api, &bytes).map_err(|why| {
+        style::parse(self.api, &bytes).map_err(|why| {
             let is_error_body =
                 serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| {
                     v.get("error").is_some_and(|e| !e.is_null())
@@ -307,8 +308,8 @@ impl Client {
                 }
             };
             match assembler.event(&event.event, &event.data) {
-                Ok(Progress::More) => {}
-                Ok(Progress::Done) => break,
+                Ok(Step::More) => {}
+                Ok(Step::Done) => break,
                 Err(StreamError::Api(body)) => {
                     // An error inside a 200 stream (e.g. output moderation): the answer ends
                     // here and is classified like an error body; it was answered, not lost.

@@ -44,14 +44,19 @@ pub mod worker;
 
 use crate::cli::{Cli, Command, MockServerArgs};
 use crate::printer::say;
-use crate::settings::parse_duration;
 
 pub use crate::exit::Exit;
 
 /// Runs a parsed command line.
 pub async fn main_with(cli: Cli) -> Exit {
     match cli.command {
-        Command::Run(args) => run::run(*args, run::shutdown_signals()).await,
+        Command::Run(args) => match settings::resolve(*args, |k| std::env::var(k).ok()) {
+            Ok(settings) => run::run(settings, run::shutdown_signals()).await,
+            Err(e) => {
+                say(format_args!("error: {e}"));
+                Exit::Usage
+            }
+        },
         Command::MockServer(args) => mock_server(*args).await,
         Command::Export(args) => match settings::export::Options::resolve(&args) {
             Ok(options) => export::run(&options),
@@ -70,7 +75,7 @@ pub async fn main_with(cli: Cli) -> Exit {
 }
 
 async fn mock_server(args: MockServerArgs) -> Exit {
-    let cfg = match mock_config(&args) {
+    let cfg = match settings::mock::resolve(&args, |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
             say(format_args!("error: {e}"));
@@ -84,34 +89,4 @@ async fn mock_server(args: MockServerArgs) -> Exit {
             Exit::Stopped
         }
     }
-}
-
-fn mock_config(args: &MockServerArgs) -> Result<mock::MockConfig, String> {
-    let d = |flag: &str, v: &str| parse_duration(flag, v).map_err(|e| e.to_string());
-    Ok(mock::MockConfig {
-        latency: d("latency", &args.latency)?,
-        jitter: d("jitter", &args.jitter)?,
-        faults: mock::FaultRates::parse(&args.faults).map_err(|e| format!("--faults: {e}"))?,
-        fault_attempts: args.fault_attempts,
-        retry_after: d("retry-after", &args.retry_after)?,
-        hang: d("hang", &args.hang)?,
-        seed: args.seed,
-        limits: {
-            let limits = mock::RateLimits::new(args.rpm, args.rps, args.tpm);
-            if args.sliding_window {
-                limits.sliding()
-            } else {
-                limits
-            }
-        },
-        api_key: match &args.require_key_env {
-            Some(var) => Some(
-                std::env::var(var)
-                    .ok()
-                    .filter(|k| !k.is_empty())
-                    .ok_or_else(|| format!("--require-key-env: {var} is not set"))?,
-            ),
-            None => None,
-        },
-    })
 }

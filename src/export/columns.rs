@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use crate::cli::InputFormat;
 use crate::input;
+use crate::input::Format;
 
 /// Column names in order, each once.
 #[derive(Debug, Default)]
@@ -47,10 +47,10 @@ impl Columns {
     }
 }
 
-pub(super) fn read_columns(path: &Path, format: InputFormat) -> io::Result<Columns> {
+pub(super) fn read_columns(path: &Path, format: Format) -> io::Result<Columns> {
     match format {
-        InputFormat::Csv => csv_columns(path),
-        InputFormat::Jsonl => jsonl_columns(path),
+        Format::Csv => csv_columns(path),
+        Format::Jsonl => jsonl_columns(path),
     }
 }
 

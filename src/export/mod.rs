@@ -76,8 +76,8 @@ use std::fmt;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use crate::cli::InputFormat;
 use crate::exit::Exit;
+use crate::input::Format;
 use crate::settings::export::Options;
 
 use columns::read_columns;
@@ -231,8 +231,8 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
     let mut report = ExportReport {
         target: target.clone(),
         format: match opts.format {
-            InputFormat::Csv => "csv",
-            InputFormat::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
         },
         ..ExportReport::default()
     };

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::columns::Columns;
 use super::join::{Index, JoinPlan, Key, NO_RECORD, OK, SEEN, join_id};
 use super::{ExportError, ExportReport, Options, usage};
-use crate::cli::InputFormat;
+use crate::input::Format;
 use crate::input::{self, Item, RawRow};
 
 /// Small enough that a seek far away wastes little, large enough to hold the neighbours a
@@ -75,17 +75,17 @@ const RESULT_COLUMNS: [&str; 9] = [
 /// The shape of the output.
 pub(super) struct Layout {
     columns: Columns,
-    format: InputFormat,
+    format: Format,
     with_parsed: bool,
     /// CSV: the result columns' names; JSONL: the result key alone.
     result_names: Vec<String>,
 }
 
 impl Layout {
-    pub(super) fn new(columns: Columns, format: InputFormat, with_parsed: bool) -> Layout {
+    pub(super) fn new(columns: Columns, format: Format, with_parsed: bool) -> Layout {
         let mut result_names = Vec::new();
         match format {
-            InputFormat::Csv => {
+            Format::Csv => {
                 for c in RESULT_COLUMNS {
                     result_names.push(columns.free_name(c));
                     if c == "content" && with_parsed {
@@ -93,7 +93,7 @@ impl Layout {
                     }
                 }
             }
-            InputFormat::Jsonl => result_names.push(columns.free_name("result")),
+            Format::Jsonl => result_names.push(columns.free_name("result")),
         }
         Layout {
             columns,
@@ -222,7 +222,7 @@ impl Job<'_> {
             ))
         };
         let mut sink = match self.layout.format {
-            InputFormat::Csv => {
+            Format::Csv => {
                 let mut w = csv::WriterBuilder::new().from_writer(out);
                 let header = self
                     .layout
@@ -233,7 +233,7 @@ impl Job<'_> {
                 w.write_record(header).map_err(|e| failed(csv_io(e)))?;
                 Sink::Csv(Box::new(w))
             }
-            InputFormat::Jsonl => Sink::Jsonl(out),
+            Format::Jsonl => Sink::Jsonl(out),
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         for item in input::open(&self.opts.input).map_err(unreadable)? {
@@ -373,13 +373,13 @@ mod tests {
         for n in ["id", "status", "_status", "result"] {
             c.add(n);
         }
-        let csv = Layout::new(c, InputFormat::Csv, true);
+        let csv = Layout::new(c, Format::Csv, true);
         assert_eq!(csv.result_names[0], "__status");
         assert_eq!(csv.result_names[1..3], ["content", "parsed"]);
         let mut c = Columns::default();
         c.add("result");
         assert_eq!(
-            Layout::new(c, InputFormat::Jsonl, false).result_names,
+            Layout::new(c, Format::Jsonl, false).result_names,
             ["_result"]
         );
     }

@@ -2,6 +2,7 @@
 //! with the line each row starts on, so that every problem can be named as `file:line`.
 
 mod csv;
+pub mod format;
 pub mod ids;
 mod jsonl;
 
@@ -11,8 +12,8 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use serde_json::{Map, Value};
 
-use crate::cli::InputFormat;
 use crate::settings::InputSpec;
+pub use format::Format;
 
 /// One row of the input: its fields, and where it was.
 #[derive(Debug, Clone)]
@@ -68,8 +69,8 @@ pub fn open(spec: &InputSpec) -> io::Result<Rows> {
     })?;
     let reader = open_text(path)?;
     Ok(match spec.format {
-        InputFormat::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
-        InputFormat::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
+        Format::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
+        Format::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
     })
 }
 
@@ -116,7 +117,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn read(format: InputFormat, text: &[u8]) -> Vec<Result<RawRow, Problem>> {
+    fn read(format: Format, text: &[u8]) -> Vec<Result<RawRow, Problem>> {
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(text).expect("write");
         let spec = InputSpec {
@@ -135,7 +136,7 @@ mod tests {
     #[test]
     fn jsonl_lines_and_problems() {
         let rows = read(
-            InputFormat::Jsonl,
+            Format::Jsonl,
             b"{\"id\":1,\"prompt\":\"a\"}\n\n[1,2]\n{bad\n\xff\xfe\n{\"prompt\":\"b\"}",
         );
         assert_eq!(rows.len(), 5);
@@ -154,7 +155,7 @@ mod tests {
     #[test]
     fn jsonl_byte_order_mark_is_skipped() {
         let rows = read(
-            InputFormat::Jsonl,
+            Format::Jsonl,
             b"\xef\xbb\xbf{\"prompt\":\"a\"}\n{\"prompt\":\"b\"}\n",
         );
         assert_eq!(rows.len(), 2);
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn csv_quoted_newlines_keep_line_numbers() {
         let rows = read(
-            InputFormat::Csv,
+            Format::Csv,
             b"id,text\nr1,\"two\nlines, quoted\"\nr2,plain\n",
         );
         assert_eq!(rows.len(), 2);
@@ -183,7 +184,7 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         enc.write_all(b"{\"prompt\":\"x\"}\n").expect("gz");
         let bytes = enc.finish().expect("gz");
-        let rows = read(InputFormat::Jsonl, &bytes);
+        let rows = read(Format::Jsonl, &bytes);
         assert_eq!(rows.len(), 1);
         assert!(rows[0].is_ok());
     }

@@ -59,42 +59,18 @@ mod cost;
 mod file;
 mod table;
 
-use std::fmt;
 use std::str::FromStr;
 
 pub use cost::{COST_PRECISION, Cost, Price, Rates, priced_as_thinking, round_cost};
 pub use table::{Prices, base_name};
 
-/// Which regional price list applies: Qwen's prices differ between its international (USD)
-/// and China (CNY) sites.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum Region {
-    /// International (Singapore) prices in USD; also used for the US (Virginia) site.
-    #[default]
-    Intl,
-    /// China (Beijing) prices in CNY.
-    Cn,
-}
-
-impl Region {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Region::Intl => "intl",
-            Region::Cn => "cn",
-        }
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which regional price list applies: the run's region ([`Region::price_list`]).
+pub use crate::settings::Region;
 
 impl FromStr for Region {
     type Err = String;
 
-    /// `intl`, `cn` or `us` (any case); `us` uses the international table.
+    /// A price list's name: `intl`, `cn` or `us` (any case); `us` uses the international table.
     fn from_str(s: &str) -> Result<Region, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "intl" | "us" => Ok(Region::Intl),

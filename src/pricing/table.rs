@@ -163,11 +163,11 @@ pub(super) fn parse(
     let mut wanted = None;
     for r in [Region::Intl, Region::Cn] {
         let regional = match r {
-            Region::Intl => &intl,
+            Region::Intl | Region::Us => &intl,
             Region::Cn => &cn,
         };
         let table = resolve(r, &any, regional).map_err(|why| format!("{file}:{why}"))?;
-        if r == region {
+        if r == region.price_list() {
             wanted = Some(table);
         }
     }

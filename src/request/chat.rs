@@ -3,8 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::stream::{Progress, StreamError, ToolCalls};
-use super::{Reply, WireUsage};
+use super::fields::gen_fields;
+use super::reply::{Reply, WireUsage, content_text};
+use super::sse::{Step, StreamError, ToolCalls};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -20,7 +21,7 @@ pub fn body(
 ) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("model".into(), Value::String(params.model.clone()));
-    body.extend(super::gen_fields(params, false));
+    body.extend(gen_fields(params, false));
     if let Some(row_body) = row_body {
         body.extend(row_body);
     }
@@ -70,7 +71,7 @@ pub fn parse(body: &[u8]) -> Result<Reply, String> {
         .message
         .ok_or_else(|| "answer has no message".to_string())?;
     Ok(Reply {
-        content: super::content_text(message.content),
+        content: content_text(message.content),
         reasoning: message.reasoning_content.filter(|r| !r.is_empty()),
         finish_reason: choice.finish_reason,
         model: r.model,
@@ -108,7 +109,7 @@ struct Delta {
 /// Reassembles a streamed chat answer: `content` and `reasoning_content` deltas, tool-call
 /// fragments by index, the finish reason, and the usage chunk (whose `choices` is empty).
 #[derive(Debug, Default)]
-pub struct Assembler {
+pub struct ChatStream {
     reply: Reply,
     content: String,
     reasoning: String,
@@ -117,11 +118,11 @@ pub struct Assembler {
     done: bool,
 }
 
-impl Assembler {
-    pub fn event(&mut self, data: &str) -> Result<Progress, StreamError> {
+impl ChatStream {
+    pub fn event(&mut self, data: &str) -> Result<Step, StreamError> {
         if data.trim() == "[DONE]" {
             self.done = true;
-            return Ok(Progress::Done);
+            return Ok(Step::Done);
         }
         let chunk: Chunk = serde_json::from_str(data)
             .map_err(|e| StreamError::Bad(format!("unparsable stream event: {e}")))?;
@@ -156,7 +157,7 @@ impl Assembler {
             }
         }
         // The usage chunk comes after the finish; without `[DONE]` the stream's end closes it.
-        Ok(Progress::More)
+        Ok(Step::More)
     }
 
     pub fn finish(mut self) -> Result<Reply, String> {

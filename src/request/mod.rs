@@ -5,10 +5,14 @@
 //! its `--prompt-field`. The same function serves the validation pass and the run, so a row
 //! that validated builds the same request when it is sent.
 
+pub mod api;
 pub mod chat;
+pub mod fields;
 pub mod native;
+pub mod reply;
 pub mod responses;
-pub mod stream;
+pub mod sse;
+pub mod style;
 pub mod template;
 
 use std::sync::Arc;
@@ -16,9 +20,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::cli::ApiStyle;
 use crate::input::RawRow;
 use crate::settings::{GenParams, OutputFormat, Settings};
+pub use api::Api;
+use reply::content_text;
+pub use reply::{Reply, Usage};
 pub use template::Template;
 
 /// Largest request body accepted from one row.
@@ -38,92 +44,6 @@ pub struct Prepared {
     pub model: Arc<str>,
 }
 
-/// Token counts of one answer, in the record's vocabulary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub reasoning_tokens: u64,
-    pub cached_tokens: u64,
-    pub total_tokens: u64,
-}
-
-impl Usage {
-    pub fn add(&mut self, other: &Usage) {
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.reasoning_tokens += other.reasoning_tokens;
-        self.cached_tokens += other.cached_tokens;
-        self.total_tokens += other.total_tokens;
-    }
-}
-
-/// Token counts as any of the three styles sends them: chat names them `prompt_tokens` and
-/// `completion_tokens` with `prompt_tokens_details`/`completion_tokens_details`; Responses
-/// `input_tokens`/`output_tokens` with `input_tokens_details`/`output_tokens_details`; DashScope
-/// native `input_tokens`/`output_tokens` with `prompt_tokens_details`/`output_tokens_details`.
-/// Every name is its own optional field (not a serde alias), so a gateway that sends both
-/// spellings is still read.
-#[derive(Debug, Default, serde::Deserialize)]
-pub(crate) struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    total_tokens: Option<u64>,
-    prompt_tokens_details: Option<WireDetails>,
-    input_tokens_details: Option<WireDetails>,
-    completion_tokens_details: Option<WireDetails>,
-    output_tokens_details: Option<WireDetails>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct WireDetails {
-    cached_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    pub(crate) fn into_usage(self) -> Usage {
-        let input = self.input_tokens.or(self.prompt_tokens).unwrap_or(0);
-        let output = self.output_tokens.or(self.completion_tokens).unwrap_or(0);
-        let detail =
-            |a: Option<WireDetails>, b: Option<WireDetails>, f: fn(&WireDetails) -> Option<u64>| {
-                a.as_ref()
-                    .and_then(f)
-                    .or_else(|| b.as_ref().and_then(f))
-                    .unwrap_or(0)
-            };
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            reasoning_tokens: detail(
-                self.completion_tokens_details,
-                self.output_tokens_details,
-                |d| d.reasoning_tokens,
-            ),
-            cached_tokens: detail(self.prompt_tokens_details, self.input_tokens_details, |d| {
-                d.cached_tokens
-            }),
-            total_tokens: self.total_tokens.unwrap_or(input + output),
-        }
-    }
-}
-
-/// A successful answer, whatever the API style.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reply {
-    pub content: Option<String>,
-    pub reasoning: Option<String>,
-    pub finish_reason: Option<String>,
-    pub model: Option<String>,
-    pub usage: Option<Usage>,
-    pub request_id: Option<String>,
-    pub tool_calls: Option<Value>,
-    /// With `--json`/`--json-schema`: the content, parsed and validated.
-    pub parsed: Option<Value>,
-}
-
 /// Added to the conversation by `--json` when no message mentions JSON: DashScope rejects
 /// JSON mode unless the word "json" appears in the messages.
 pub const JSON_HINT: &str = "Reply in JSON.";
@@ -136,7 +56,7 @@ pub struct Builder {
     id_field: String,
     system: Option<String>,
     params: GenParams,
-    api: ApiStyle,
+    api: Api,
     /// The run's model, shared by the rows that do not name their own.
     model: Arc<str>,
 }
@@ -196,7 +116,7 @@ impl Builder {
         };
         // The Responses API carries the system prompt as `instructions`.
         let mut instructions = None;
-        if self.api == ApiStyle::Responses {
+        if self.api == Api::Responses {
             if !has_role(&messages, "system") {
                 instructions = self.system.clone();
             }
@@ -212,7 +132,7 @@ impl Builder {
                     text.push_str("\n\n");
                     text.push_str(JSON_HINT);
                 }
-                None if self.api == ApiStyle::Responses => instructions = Some(JSON_HINT.into()),
+                None if self.api == Api::Responses => instructions = Some(JSON_HINT.into()),
                 None => add_json_hint(&mut messages),
             }
         }
@@ -223,13 +143,14 @@ impl Builder {
             }
             messages.push(m);
         }
-        let body = match self.api {
-            ApiStyle::Chat => chat::body(&self.params, messages, row_body, row_params),
-            ApiStyle::Responses => {
-                responses::body(&self.params, messages, instructions, row_body, row_params)
-            }
-            ApiStyle::Dashscope => native::body(&self.params, messages, row_body, row_params),
-        };
+        let body = style::body(
+            self.api,
+            &self.params,
+            messages,
+            instructions,
+            row_body,
+            row_params,
+        );
         let model = match body.get("model").and_then(Value::as_str) {
             Some(m) if m != &*self.model => Arc::from(m),
             _ => self.model.clone(),
@@ -313,54 +234,6 @@ pub fn estimate_tokens(body: &[u8]) -> u32 {
     u32::try_from(tokens).unwrap_or(u32::MAX)
 }
 
-/// The text of a message's `content`: a string, or the `text` of its parts joined.
-pub fn content_text(content: Option<Value>) -> Option<String> {
-    match content {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Array(parts)) => Some(
-            parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<String>(),
-        ),
-        Some(other) => Some(other.to_string()),
-    }
-}
-
-/// Parses a whole (not streamed) 200 answer of a style.
-pub fn parse(api: ApiStyle, body: &[u8]) -> Result<Reply, String> {
-    match api {
-        ApiStyle::Chat => chat::parse(body),
-        ApiStyle::Responses => responses::parse(body),
-        ApiStyle::Dashscope => native::parse(body),
-    }
-}
-
-/// The path of a style's endpoint, appended to the base URL.
-pub fn path(api: ApiStyle) -> &'static str {
-    match api {
-        ApiStyle::Chat => chat::PATH,
-        ApiStyle::Responses => responses::PATH,
-        ApiStyle::Dashscope => native::PATH,
-    }
-}
-
-/// The body of a streamed attempt: chat asks for a stream with its usage, Responses for a
-/// stream; DashScope native streams on a header, with the same body.
-pub fn stream_body(api: ApiStyle, body: &Bytes) -> Bytes {
-    let head: &[u8] = match api {
-        ApiStyle::Chat => br#"{"stream":true,"stream_options":{"include_usage":true},"#,
-        ApiStyle::Responses => br#"{"stream":true,"#,
-        ApiStyle::Dashscope => return body.clone(),
-    };
-    // Bodies are JSON objects with at least `model`, so `{` is followed by a field.
-    let mut out = Vec::with_capacity(body.len() + head.len());
-    out.extend_from_slice(head);
-    out.extend_from_slice(body.get(1..).unwrap_or_default());
-    Bytes::from(out)
-}
-
 fn message(role: &str, text: String) -> Value {
     let mut m = Map::new();
     m.insert("role".into(), Value::String(role.into()));
@@ -406,60 +279,6 @@ fn add_json_hint(messages: &mut Vec<Value>) {
         return;
     }
     messages.insert(0, message("system", JSON_HINT.to_string()));
-}
-
-/// The run's generation parameters in a style's field names: chat and DashScope native share
-/// them (native puts them under `parameters`); the Responses API names a few differently.
-pub fn gen_fields(params: &GenParams, responses: bool) -> Map<String, Value> {
-    let mut f = Map::new();
-    if let Some(t) = params.temperature {
-        f.insert("temperature".into(), Value::from(t));
-    }
-    if let Some(p) = params.top_p {
-        f.insert("top_p".into(), Value::from(p));
-    }
-    if let Some(m) = params.max_tokens {
-        let name = if responses {
-            "max_output_tokens"
-        } else {
-            "max_tokens"
-        };
-        f.insert(name.into(), Value::from(m));
-    }
-    if let Some(s) = params.seed {
-        f.insert("seed".into(), Value::from(s));
-    }
-    if !params.stop.is_empty() {
-        f.insert("stop".into(), Value::from(params.stop.clone()));
-    }
-    if let Some(t) = params.thinking {
-        f.insert("enable_thinking".into(), Value::Bool(t));
-    }
-    if let Some(b) = params.thinking_budget {
-        f.insert("thinking_budget".into(), Value::from(b));
-    }
-    let format = match &params.format {
-        OutputFormat::Text => None,
-        OutputFormat::JsonObject => Some(serde_json::json!({"type": "json_object"})),
-        OutputFormat::JsonSchema { name, schema } if responses => Some(serde_json::json!({
-            "type": "json_schema", "name": name, "schema": schema, "strict": true
-        })),
-        OutputFormat::JsonSchema { name, schema } => Some(serde_json::json!({
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": true}
-        })),
-    };
-    if let Some(format) = format {
-        if responses {
-            f.insert("text".into(), serde_json::json!({ "format": format }));
-        } else {
-            f.insert("response_format".into(), format);
-        }
-    }
-    for (k, v) in &params.extra {
-        f.insert(k.clone(), v.clone());
-    }
-    f
 }
 
 /// The `body` of an OpenAI Batch line, if the row is one.
@@ -514,7 +333,7 @@ mod tests {
                 temperature: Some(0.5),
                 ..GenParams::default()
             },
-            api: ApiStyle::Chat,
+            api: Api::Chat,
             model: Arc::from("qwen-plus"),
         }
     }

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::stream::{Progress, StreamError, ToolCalls};
-use super::{Reply, WireUsage};
+use super::fields::gen_fields;
+use super::reply::{Reply, WireUsage, content_text};
+use super::sse::{Step, StreamError, ToolCalls};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -25,7 +26,7 @@ pub fn body(
     let mut model = Value::String(params.model.clone());
     let mut parameters = Map::new();
     parameters.insert("result_format".into(), Value::String("message".into()));
-    parameters.extend(super::gen_fields(params, false));
+    parameters.extend(gen_fields(params, false));
     if let Some(mut row_body) = row_body {
         if let Some(m) = row_body.remove("model") {
             model = m;
@@ -95,7 +96,7 @@ impl Output {
                 let m = choice.message;
                 let (content, reasoning, tool_calls) = match m {
                     Some(m) => (
-                        super::content_text(m.content),
+                        content_text(m.content),
                         m.reasoning_content,
                         m.tool_calls.filter(|t| !t.is_null()),
                     ),
@@ -151,7 +152,7 @@ pub fn is_error_body(v: &Value) -> bool {
 /// carries the next piece (tool calls as fragments, as in chat) and the usage so far; the last
 /// has a real finish reason.
 #[derive(Debug, Default)]
-pub struct Assembler {
+pub struct NativeStream {
     reply: Reply,
     content: String,
     reasoning: String,
@@ -159,8 +160,8 @@ pub struct Assembler {
     finished: bool,
 }
 
-impl Assembler {
-    pub fn event(&mut self, event: &str, data: &str) -> Result<Progress, StreamError> {
+impl NativeStream {
+    pub fn event(&mut self, event: &str, data: &str) -> Result<Step, StreamError> {
         let v: Value = serde_json::from_str(data)
             .map_err(|e| StreamError::Bad(format!("unparsable stream event: {e}")))?;
         if event == "error" || is_error_body(&v) {
@@ -188,10 +189,10 @@ impl Assembler {
             if let Some(f) = piece.finish_reason {
                 self.reply.finish_reason = Some(f);
                 self.finished = true;
-                return Ok(Progress::Done);
+                return Ok(Step::Done);
             }
         }
-        Ok(Progress::More)
+        Ok(Step::More)
     }
 
     pub fn finish(mut self) -> Result<Reply, String> {

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::stream::{Progress, StreamError};
-use super::{Reply, WireUsage};
+use super::fields::gen_fields;
+use super::reply::{Reply, WireUsage};
+use super::sse::{Step, StreamError};
 use crate::settings::GenParams;
 
 /// The path appended to the base URL.
@@ -25,7 +26,7 @@ pub fn body(
     if let Some(text) = instructions {
         body.insert("instructions".into(), Value::String(text));
     }
-    body.extend(super::gen_fields(params, true));
+    body.extend(gen_fields(params, true));
     if let Some(row_body) = row_body {
         body.extend(row_body);
     }
@@ -149,14 +150,14 @@ pub fn parse(body: &[u8]) -> Result<Reply, String> {
 /// Reassembles a Responses stream: text and reasoning deltas as they come, then the final
 /// `response.completed` (or `response.incomplete`) event, whose response object wins.
 #[derive(Debug, Default)]
-pub struct Assembler {
+pub struct ResponsesStream {
     content: String,
     reasoning: String,
     reply: Option<Reply>,
 }
 
-impl Assembler {
-    pub fn event(&mut self, event: &str, data: &str) -> Result<Progress, StreamError> {
+impl ResponsesStream {
+    pub fn event(&mut self, event: &str, data: &str) -> Result<Step, StreamError> {
         let v: Value = serde_json::from_str(data)
             .map_err(|e| StreamError::Bad(format!("unparsable stream event: {e}")))?;
         // The type is in the data; DashScope's relay may omit or reshape the `event:` line.
@@ -182,11 +183,11 @@ impl Assembler {
                 let r: Response = serde_json::from_value(response)
                     .map_err(|e| StreamError::Bad(format!("unexpected final event: {e}")))?;
                 self.reply = Some(r.into_reply().map_err(StreamError::Bad)?);
-                return Ok(Progress::Done);
+                return Ok(Step::Done);
             }
             _ => {}
         }
-        Ok(Progress::More)
+        Ok(Step::More)
     }
 
     pub fn finish(self) -> Result<Reply, String> {

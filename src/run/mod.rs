@@ -8,16 +8,15 @@ mod finish;
 mod prepare;
 pub mod signals;
 
-use crate::cli::RunArgs;
 use crate::exit::{Exit, RunError};
 use crate::printer::say;
-use crate::settings;
+use crate::settings::Settings;
 
 pub use signals::{Signals, shutdown_signals};
 
-/// `batchgen run`: validate, resume, send, write, summarize.
-pub async fn run(args: RunArgs, signals: Signals) -> Exit {
-    match stages(args, signals).await {
+/// `batchgen run` on resolved settings: validate, resume, send, write, summarize.
+pub async fn run(settings: Settings, signals: Signals) -> Exit {
+    match stages(settings, signals).await {
         Ok(exit) => exit,
         Err(e) => {
             say(format_args!("error: {e}"));
@@ -26,8 +25,7 @@ pub async fn run(args: RunArgs, signals: Signals) -> Exit {
     }
 }
 
-async fn stages(args: RunArgs, signals: Signals) -> Result<Exit, RunError> {
-    let settings = settings::resolve(args, |k| std::env::var(k).ok())?;
+async fn stages(settings: Settings, signals: Signals) -> Result<Exit, RunError> {
     let ready = prepare::prepare(settings).await?;
     if ready.settings.dry_run {
         return prepare::dry_run(&ready);

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cli;
 use crate::exit::{Exit, RunError};
 use crate::input;
 use crate::output;
@@ -115,11 +114,7 @@ fn spool_stdin(settings: &mut Settings) -> Result<Option<tempfile::NamedTempFile
 /// The price table of a run: the built-in one for `--region`, with `--pricing` on top. With
 /// `--max-cost`, the model must have a price.
 fn load_prices(settings: &Settings) -> Result<Arc<Prices>, RunError> {
-    let region = match settings.region {
-        cli::Region::Cn => pricing::Region::Cn,
-        cli::Region::Intl | cli::Region::Us => pricing::Region::Intl,
-    };
-    let mut prices = Prices::for_region(region);
+    let mut prices = Prices::for_region(settings.region);
     if let Some(path) = &settings.pricing {
         prices = prices.with_overrides(path).map_err(RunError::Pricing)?;
     }

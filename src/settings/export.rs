@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, InputSpec, bad, default_output, format_of};
-use crate::cli::{ExportArgs, InputFormat};
+use super::{ConfigError, InputSpec, bad, default_output};
+use crate::cli::ExportArgs;
+use crate::input::format::{Format, format_of};
 
 /// An export, resolved from the command line once: what `export` sees of it.
 #[derive(Debug, Clone)]
@@ -12,7 +13,7 @@ pub struct Options {
     pub results: PathBuf,
     pub input: InputSpec,
     pub id_field: String,
-    pub format: InputFormat,
+    pub format: Format,
     /// `None` writes to stdout.
     pub output: Option<PathBuf>,
     /// Compress the output (`-o` ends with `.gz`).
@@ -27,7 +28,7 @@ impl Options {
                 "--input -: export reads the input more than once, so it must be a file",
             ));
         }
-        let input_format = match args.input_format {
+        let input_format = match args.input_format.map(Format::from) {
             Some(f) => f,
             None => format_of(&args.input).ok_or_else(|| {
                 bad(format!(
@@ -46,6 +47,7 @@ impl Options {
             .filter(|p| p.as_os_str() != "-" && !p.as_os_str().is_empty());
         let format = args
             .format
+            .map(Format::from)
             .or_else(|| output.as_deref().and_then(format_of))
             .unwrap_or(input_format);
         let gzip = output
@@ -73,10 +75,11 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::InputFormat as Flag;
 
     #[test]
     fn formats_default_from_the_output_then_the_input() {
-        let args = |input: &str, output: Option<&str>, format: Option<InputFormat>| ExportArgs {
+        let args = |input: &str, output: Option<&str>, format: Option<Flag>| ExportArgs {
             results: None,
             input: PathBuf::from(input),
             input_format: None,
@@ -86,17 +89,16 @@ mod tests {
             skip_invalid: false,
         };
         let o = Options::resolve(&args("rows.csv.gz", None, None)).expect("ok");
-        assert_eq!(o.format, InputFormat::Csv);
-        assert_eq!(o.input.format, InputFormat::Csv);
+        assert_eq!(o.format, Format::Csv);
+        assert_eq!(o.input.format, Format::Csv);
         assert_eq!(o.results, PathBuf::from("rows.results.jsonl"));
         assert!(o.output.is_none());
         let o = Options::resolve(&args("rows.csv", Some("out.jsonl.gz"), None)).expect("ok");
-        assert_eq!((o.format, o.gzip), (InputFormat::Jsonl, true));
+        assert_eq!((o.format, o.gzip), (Format::Jsonl, true));
         let o = Options::resolve(&args("rows.jsonl", Some("out.txt"), None)).expect("ok");
-        assert_eq!(o.format, InputFormat::Jsonl);
-        let o =
-            Options::resolve(&args("rows.jsonl", Some("-"), Some(InputFormat::Csv))).expect("ok");
-        assert_eq!((o.format, o.output), (InputFormat::Csv, None));
+        assert_eq!(o.format, Format::Jsonl);
+        let o = Options::resolve(&args("rows.jsonl", Some("-"), Some(Flag::Csv))).expect("ok");
+        assert_eq!((o.format, o.output), (Format::Csv, None));
         assert!(Options::resolve(&args("-", None, None)).is_err());
         assert!(Options::resolve(&args("rows.txt", None, None)).is_err());
     }

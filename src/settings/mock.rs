@@ -1,0 +1,37 @@
+//! Resolves the `mock-server` flags into the simulated endpoint's configuration.
+
+use super::duration::parse_duration;
+use super::{ConfigError, bad};
+use crate::cli::MockServerArgs;
+use crate::mock::{FaultRates, MockConfig, RateLimits};
+
+/// The simulated endpoint `args` describe. `env` looks up the variable `--require-key-env`
+/// names.
+pub fn resolve(
+    args: &MockServerArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<MockConfig, ConfigError> {
+    let limits = RateLimits::new(args.rpm, args.rps, args.tpm);
+    Ok(MockConfig {
+        latency: parse_duration("latency", &args.latency)?,
+        jitter: parse_duration("jitter", &args.jitter)?,
+        faults: FaultRates::parse(&args.faults).map_err(|e| bad(format!("--faults: {e}")))?,
+        fault_attempts: args.fault_attempts,
+        retry_after: parse_duration("retry-after", &args.retry_after)?,
+        hang: parse_duration("hang", &args.hang)?,
+        seed: args.seed,
+        limits: if args.sliding_window {
+            limits.sliding()
+        } else {
+            limits
+        },
+        api_key: match &args.require_key_env {
+            Some(var) => Some(
+                env(var)
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| bad(format!("--require-key-env: {var} is not set")))?,
+            ),
+            None => None,
+        },
+    })
+}
