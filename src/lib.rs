@@ -1,23 +1,35 @@
-//! batchgen: a batch runner for LLM text generation. The data's path is the module list:
+//! batchgen: a batch runner for LLM text generation. This file is the map of the house; the
+//! data's path is the module list:
 //!
-//! - `input` streams rows out of JSONL or CSV (stdin is spooled to a file first);
+//! - `cli` is the command line as clap parses it, and nothing below `settings` sees it:
+//!   `settings` resolves flags, job file, environment and defaults once, into plain values;
+//! - `input` streams rows out of JSONL or CSV (stdin is spooled to a file first), and
+//!   `input::ids` is the one place that names a row's record;
 //! - `plan` validates the whole input before anything is sent, finds duplicate ids, and joins
 //!   the rows with the resume scan of the existing output;
-//! - `request` turns each row into the bytes sent, one module per API style;
+//! - `request` turns each row into the bytes sent, one module per API style (`style` picks
+//!   one), and reads what comes back (`reply`, `sse`);
 //! - `dispatch` hands the rows from a reader thread through a bounded queue to `-c` workers;
-//!   `worker` runs one row: its attempts, the stream switch, the JSON check, the cost cap;
+//!   `worker` runs one row: its attempts, the stream switch, the JSON check (`structured`),
+//!   the cost cap;
 //! - `client` makes one attempt, `retry` decides whether and when to try again, and `limit`
-//!   paces the attempts (concurrency window, RPM/TPM, the shared cool-down);
+//!   paces the attempts (concurrency window, RPM/TPM, the shared cool-down, the 429 pace);
+//! - `record` is what a row leaves behind: the `Outcome`, its record line, and the one reader
+//!   and parser of record lines, shared by the resume scan, compaction and export;
 //! - `output` owns the results file (one writer task), the resume scan, compaction and the
-//!   lock; `Outcome` is what a row leaves behind;
+//!   lock file;
 //! - `summary` and `pricing` count tokens and cost; `progress` shows how far along the run
-//!   is; `printer` is the one writer to stderr;
-//! - `exit` holds the exit codes, the run's setup errors and the reasons a run stops early.
+//!   is; `printer` is the one writer to stderr, aware of the progress bar;
+//! - `exit` holds the exit codes, the run's setup errors and the reasons a run stops early;
+//!   `sync` a mutex helper.
 //!
 //! `run` ties them together in three stages: `prepare` (spool, lock, `--fresh`, scan + plan,
 //! dry run) -> `execute` (client, reader, workers, writer, progress) -> `finish` (compaction,
 //! exit code, report). `mock` is a simulated endpoint for rehearsals, tests and benchmarks;
 //! `export` joins the results back onto the input rows. `main` calls [`main_with`].
+//!
+//! Dependencies point one way: no module imports one that imports it back, and none reaches
+//! up to this file (`tests/layout.rs` checks both).
 
 pub mod cli;
 pub mod client;

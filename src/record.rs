@@ -338,6 +338,44 @@ impl RecordLines {
     }
 }
 
+/// The fields of a record that export shows, borrowed where they can be; anything else is
+/// ignored.
+#[derive(Deserialize)]
+pub struct RecordFields<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(default)]
+    pub status: Value,
+    #[serde(default)]
+    pub content: Value,
+    #[serde(default)]
+    pub parsed: Value,
+    #[serde(default)]
+    pub error: Value,
+    #[serde(default)]
+    pub usage: Value,
+    #[serde(default)]
+    pub cost: Value,
+    #[serde(default)]
+    pub finish_reason: Value,
+}
+
+impl<'a> RecordFields<'a> {
+    pub fn parse(line: &'a [u8]) -> serde_json::Result<RecordFields<'a>> {
+        serde_json::from_slice(line)
+    }
+}
+
+/// Whether a record line carries `parsed` (a `--json` or `--json-schema` run).
+pub fn has_parsed(line: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Parsed {
+        #[serde(default)]
+        parsed: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Parsed>(line).is_ok_and(|p| p.parsed.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

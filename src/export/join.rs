@@ -9,13 +9,10 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::io::{self, Write};
 use std::path::Path;
 
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-
-use super::{ExportError, MAX_PROBLEMS, Options, usage};
+use super::{ExportError, MAX_PROBLEMS, Options, refused};
 use crate::input::ids::{id_key, record_id};
 use crate::input::{self, Item, RawRow};
-use crate::record::{Line, RecordLines};
+use crate::record::{self, Line, RecordLines};
 
 /// An [`id_key`] as two words, so that a table entry takes 24 bytes rather than 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,20 +68,13 @@ pub(super) struct Results {
     pub(super) has_parsed: bool,
 }
 
-/// Whether a record has `parsed` (a `--json` or `--json-schema` run).
-#[derive(Deserialize)]
-struct Parsed {
-    #[serde(default)]
-    parsed: Option<IgnoredAny>,
-}
-
 /// Pass 1: reads RESULTS once, keeping the offset of each id's latest record.
 pub(super) fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results, ExportError> {
     let name = path.display();
-    let mut lines = RecordLines::open(path).map_err(|e| usage(e.to_string()))?;
-    let unreadable = |e: io::Error| usage(format!("cannot read {name}: {e}"));
+    let mut lines = RecordLines::open(path).map_err(|e| refused(e.to_string()))?;
+    let unreadable = |e: io::Error| refused(format!("cannot read {name}: {e}"));
     if input::is_gzip(lines.peek().map_err(unreadable)?) {
-        return Err(usage(format!(
+        return Err(refused(format!(
             "{name}: the results file is gzip-compressed; export reads it by seeking, so \
              decompress it first (gunzip -k)"
         )));
@@ -111,8 +101,7 @@ pub(super) fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results,
                     }
                 }
                 if !results.has_parsed && head.ok {
-                    results.has_parsed =
-                        serde_json::from_slice::<Parsed>(l.text).is_ok_and(|p| p.parsed.is_some());
+                    results.has_parsed = record::has_parsed(l.text);
                 }
             }
             Line::Blank => {}
@@ -160,7 +149,7 @@ pub(super) fn check_input(
     diag: &mut dyn Write,
 ) -> Result<JoinPlan, ExportError> {
     let name = opts.input.display();
-    let unreadable = |e: io::Error| usage(format!("cannot read {name}: {e}"));
+    let unreadable = |e: io::Error| refused(format!("cannot read {name}: {e}"));
     let mut plan = JoinPlan::default();
     let mut problems: Vec<(u64, String)> = Vec::new();
     let mut problem_count = 0u64;
@@ -228,7 +217,7 @@ pub(super) fn check_input(
         );
     }
     if !opts.skip_invalid {
-        return Err(usage(format!(
+        return Err(refused(format!(
             "{name}: {problem_count} invalid rows; nothing was exported (--skip-invalid \
              exports the rest, as after `run --skip-invalid`)"
         )));

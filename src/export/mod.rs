@@ -108,7 +108,8 @@ impl ExportError {
     }
 }
 
-fn usage(message: impl Into<String>) -> ExportError {
+/// A refusal before anything is written: bad usage, configuration or input (exit 2).
+fn refused(message: impl Into<String>) -> ExportError {
     ExportError::Usage(message.into())
 }
 
@@ -205,7 +206,7 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
             (input_path, "the input"),
         ] {
             if crate::settings::same_file(out, path) {
-                return Err(usage(format!(
+                return Err(refused(format!(
                     "-o {}: that is {what}; write the export to another file",
                     out.display()
                 )));
@@ -221,8 +222,8 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
     });
     let mut results = results?;
     let columns = columns
-        .map_err(|_| usage(format!("{input_name}: reading the columns failed")))?
-        .map_err(|e| usage(format!("cannot read {input_name}: {e}")))?;
+        .map_err(|_| refused(format!("{input_name}: reading the columns failed")))?
+        .map_err(|e| refused(format!("cannot read {input_name}: {e}")))?;
     let plan = check_input(opts, &mut results.index, diag)?;
 
     let target = target_name(opts);

@@ -5,14 +5,14 @@ use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::columns::Columns;
 use super::join::{Index, JoinPlan, Key, NO_RECORD, OK, SEEN, join_id};
-use super::{ExportError, ExportReport, Options, usage};
+use super::{ExportError, ExportReport, Options, refused};
 use crate::input::Format;
 use crate::input::{self, Item, RawRow};
+use crate::record::RecordFields;
 
 /// Small enough that a seek far away wastes little, large enough to hold the neighbours a
 /// record was written with.
@@ -114,7 +114,7 @@ pub(super) struct RecordReader {
 
 impl RecordReader {
     pub(super) fn open(path: &Path) -> Result<RecordReader, ExportError> {
-        let file = fs_err::File::open(path).map_err(|e| usage(e.to_string()))?;
+        let file = fs_err::File::open(path).map_err(|e| refused(e.to_string()))?;
         Ok(RecordReader {
             reader: BufReader::with_capacity(SEEK_BUFFER, file),
             pos: 0,
@@ -132,25 +132,12 @@ impl RecordReader {
     }
 }
 
-/// The fields of a record that the CSV output shows; anything else is ignored.
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    id: Cow<'a, str>,
-    #[serde(default)]
-    status: Value,
-    #[serde(default)]
-    content: Value,
-    #[serde(default)]
-    parsed: Value,
-    #[serde(default)]
-    error: Value,
-    #[serde(default)]
-    usage: Value,
-    #[serde(default)]
-    cost: Value,
-    #[serde(default)]
-    finish_reason: Value,
+/// The fields of a record that the CSV output shows.
+type Record<'a> = RecordFields<'a>;
+
+/// A record's fields as CSV columns.
+trait AsColumns {
+    fn columns<'r>(&'r self, with_parsed: bool, out: &mut Vec<Cow<'r, str>>);
 }
 
 /// A value as CSV text: strings as they are, `null` as nothing, the rest as compact JSON.
@@ -177,7 +164,7 @@ fn cost_text(value: &Value) -> Cow<'_, str> {
     }
 }
 
-impl Record<'_> {
+impl AsColumns for Record<'_> {
     fn columns<'r>(&'r self, with_parsed: bool, out: &mut Vec<Cow<'r, str>>) {
         out.push(text(&self.status));
         out.push(text(&self.content));
@@ -215,9 +202,9 @@ impl Job<'_> {
         };
         let input_name = self.opts.input.display();
         let results_name = self.opts.results.display().to_string();
-        let unreadable = |e: io::Error| usage(format!("cannot read {input_name}: {e}"));
+        let unreadable = |e: io::Error| refused(format!("cannot read {input_name}: {e}"));
         let changed = |what: &str| {
-            usage(format!(
+            refused(format!(
                 "{what} changed while it was being exported; export again"
             ))
         };
@@ -255,12 +242,12 @@ impl Job<'_> {
                 Some(o) => Some(
                     self.records
                         .read_at(o)
-                        .map_err(|e| usage(format!("cannot read {results_name}: {e}")))?,
+                        .map_err(|e| refused(format!("cannot read {results_name}: {e}")))?,
                 ),
                 None => None,
             };
             let record = match line {
-                Some(l) => match serde_json::from_slice::<Record>(l) {
+                Some(l) => match RecordFields::parse(l) {
                     Ok(r) if r.id == id => Some((r, trim_line(l))),
                     _ => return Err(changed(&results_name)),
                 },

@@ -16,7 +16,7 @@ const LATE_CREDIT: Duration = Duration::from_millis(5);
 /// With capacity C, no one-second window starts more than C + `rate` units, the first second
 /// and the second after any pause included. So the buckets hold about one unit: a bucket
 /// holding a second's worth lets twice the rate through in the first second, which an endpoint
-/// counting a sliding second refuses. The little above one unit is [`LATE_CREDIT`]'s worth, so
+/// counting a sliding second refuses. The little above one unit is `LATE_CREDIT`'s worth, so
 /// that a waiter woken late does not lose its lateness to the rate.
 #[derive(Debug)]
 pub struct Bucket {
@@ -54,7 +54,7 @@ impl Bucket {
     /// A bucket for `per_minute` tokens, enforced per second. A request waits for at most a
     /// full bucket and may leave it in debt, so no one-second window starts more than TPM/60
     /// tokens plus the request at its edge (or plus the capacity, for a request smaller than
-    /// it: one token and [`LATE_CREDIT`]'s worth).
+    /// it: one token and `LATE_CREDIT`'s worth).
     pub fn tokens_per_minute(per_minute: u64) -> Bucket {
         let rate = per_minute as f64 / 60.0;
         Bucket::new(rate, 1.0 + rate * LATE_CREDIT.as_secs_f64())

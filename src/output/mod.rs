@@ -1,7 +1,7 @@
 //! Output: the single writer task that owns the results file, the resume scan of an existing
 //! file and its compaction, and the file lock. What a record holds is `record`'s.
 
-pub mod lock;
+pub mod lockfile;
 pub mod resume;
 
 use std::io::Write;
@@ -42,7 +42,7 @@ pub fn writing_within(wait: std::time::Duration) -> Option<std::sync::MutexGuard
 /// The writer task: the only owner of the results file. It ends when every sender of `rx`
 /// is dropped (the dispatcher and all workers are done), after a final fsync.
 ///
-/// Each batch is what arrives within [`GATHER`] of its first outcome, written with one `write`:
+/// Each batch is what arrives within `GATHER` of its first outcome, written with one `write`:
 /// under load records are batched, and a crash loses only rows still in flight (and at most
 /// the last millisecond's records), which a rerun sends again.
 ///

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::exit::{Exit, RunError};
 use crate::input;
 use crate::output;
-use crate::output::lock::OutputLock;
+use crate::output::lockfile::OutputLock;
 use crate::output::resume::Previous;
 use crate::plan::{self, Plan};
 use crate::pricing::{self, Prices};
@@ -141,7 +141,7 @@ fn lock_output(settings: &Settings) -> Result<Option<OutputLock>, RunError> {
     let special = std::fs::metadata(&settings.output).is_ok_and(|m| !m.is_file());
     let lock = match settings.dry_run || special {
         true => None,
-        false => Some(output::lock::acquire(&settings.output).map_err(RunError::Lock)?),
+        false => Some(output::lockfile::acquire(&settings.output).map_err(RunError::Lock)?),
     };
     if settings.fresh
         && !settings.dry_run
