@@ -151,11 +151,11 @@ impl Price {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pricing::{Prices, Region};
 
-    fn usage(input: u64, output: u64) -> Usage {
+    pub(in crate::pricing) fn usage(input: u64, output: u64) -> Usage {
         Usage {
             input_tokens: input,
             output_tokens: output,
@@ -163,7 +163,7 @@ mod tests {
         }
     }
 
-    fn close(a: Option<f64>, b: f64) -> bool {
+    pub(in crate::pricing) fn close(a: Option<f64>, b: f64) -> bool {
         a.is_some_and(|a| (a - b).abs() < 1e-9)
     }
 

@@ -213,18 +213,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn usage(input: u64, output: u64) -> Usage {
-        Usage {
-            input_tokens: input,
-            output_tokens: output,
-            ..Usage::default()
-        }
-    }
-
-    fn close(a: Option<f64>, b: f64) -> bool {
-        a.is_some_and(|a| (a - b).abs() < 1e-9)
-    }
+    use crate::pricing::cost::tests::{close, usage};
 
     /// Writes a price file and loads it over the built-in table of `region`.
     fn with_file(region: Region, text: &str) -> Result<Prices, String> {
