@@ -384,7 +384,11 @@ HEADER=$OUT/header.txt
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "machine: $(uname -a)"
     echo "nproc: $(nproc); memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "rustc: $(rustc --version); batchgen: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (src modified)')"
+    if [[ -n $BIN_GIVEN ]]; then
+        echo "rustc: $(rustc --version); batchgen: $BIN_GIVEN (--bin), $("$BIN" --version 2>/dev/null || echo '?')"
+    else
+        echo "rustc: $(rustc --version); batchgen: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' (src modified)')"
+    fi
     echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)$(command -v oha >/dev/null && echo "; oha: $(oha --version 2>&1 | head -1)")"
     if [[ $PY_OK == 1 ]]; then
         echo "python: $("$VENV/bin/python" --version 2>&1), openai $OPENAI_VERSION (AsyncOpenAI + asyncio.Semaphore)"
