@@ -33,6 +33,9 @@ pub enum Command {
     MockServer(Box<MockServerArgs>),
     /// Join a results file back to the input rows, in input order, as CSV or JSONL.
     Export(Box<ExportArgs>),
+    /// Join results files (the shards of one job) into one, one record per id; with
+    /// --input, list the input's ids that have no record (exit 1 if any).
+    Merge(Box<MergeArgs>),
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]
@@ -453,4 +456,27 @@ pub struct ExportArgs {
     /// cannot be read are left out, the others are joined to their records.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Results files written by `run` (the shards of one job, in any order).
+    #[arg(value_name = "RESULTS", required = true, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+
+    /// The merged results file, written atomically (it may be one of RESULTS).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The input the shards read: list its ids that have no record, and exit 1 if any.
+    #[arg(long, value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// Input format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<InputFormat>,
+
+    /// Field holding each row's id, as given to `run` (`custom_id` is read too).
+    #[arg(long, value_name = "FIELD", default_value = "id")]
+    pub id_field: String,
 }

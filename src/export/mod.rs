@@ -81,7 +81,8 @@ use crate::input::Format;
 use crate::settings::export::Options;
 
 use columns::read_columns;
-use join::{check_input, scan_results};
+use join::scan_results;
+pub(crate) use join::{Index, check_input, join_id};
 use write::{Job, Layout, RecordReader, WRITE_BUFFER, write_file};
 
 const STDOUT: &str = "<stdout>";
@@ -156,7 +157,7 @@ impl fmt::Display for ExportReport {
 
 /// `batchgen export`: runs it and reports on stderr.
 pub fn run(opts: &Options) -> Exit {
-    match export(opts, &mut Diagnostics) {
+    match export(opts, &mut crate::printer::Stderr) {
         Ok(report) => {
             crate::printer::say(report);
             Exit::Ok
@@ -171,20 +172,6 @@ pub fn run(opts: &Options) -> Exit {
             crate::printer::say(format_args!("error: {e}"));
             e.exit()
         }
-    }
-}
-
-/// Warnings and problems found while exporting, written to stderr through the printer.
-struct Diagnostics;
-
-impl Write for Diagnostics {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::printer::write_raw(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
