@@ -427,10 +427,11 @@ pub struct MockServerArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Results file written by `run` [default: INPUT with its extension replaced by
-    /// .results.jsonl, as `run` names it].
-    #[arg(value_name = "RESULTS")]
-    pub results: Option<PathBuf>,
+    /// Results files written by `run` [default: INPUT with its extension replaced by
+    /// .results.jsonl, as `run` names it]. Several (the shards of one job) are merged first,
+    /// one record per id, as `batchgen merge` does.
+    #[arg(value_name = "RESULTS", num_args = 0..)]
+    pub results: Vec<PathBuf>,
 
     /// The input file the run read (.jsonl or .csv, optionally .gz).
     #[arg(long, value_name = "INPUT")]

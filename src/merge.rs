@@ -1,75 +1,58 @@
 //! `batchgen merge`: the results files of one job's shards (or of reruns) joined into one, with
-//! one record per id: an ok record beats an error, and among equals the one that finished last
-//! wins (`finished_at`; the later file and line when they tie). The merged file is written
-//! atomically. With `--input`, the input's ids that have no record are listed, so a merge
-//! proves that nothing was lost.
-//!
-//! Records are read by `record::RecordLines`, and the input's ids resolve as `run` named them,
-//! through export's join (`input::ids` underneath).
+//! one record per id (the rules are `output::merge`'s). With `--input`, the input's ids that
+//! have no record are listed, so a merge proves that nothing was lost; the input is read as
+//! export reads it, so ids resolve as `run` named them (`input::ids` underneath).
 
-use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::exit::Exit;
 use crate::export::{self, ExportError};
 use crate::input::ids::id_key;
 use crate::input::{self, Item};
+use crate::output::merge::{self, Choice, MergeError, Merged};
 use crate::printer::say;
-use crate::record::{self, Line, RecordLines};
 use crate::settings::export::Options;
 use crate::settings::merge::MergeOptions;
 
 /// Ids missing from the merge that are named one by one; the rest are counted.
 const MAX_NAMED: usize = 20;
 
-/// The record chosen for an id so far.
-#[derive(Debug, Clone, Copy)]
-struct Chosen {
-    file: u32,
-    offset: u64,
-    ok: bool,
-    /// `finished_at` in milliseconds since the epoch (0 when the record has none).
-    at: u64,
+/// Why a merge command failed, and its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failed {
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Input(#[from] ExportError),
 }
 
-impl Chosen {
-    /// Whether `self` (read later) replaces `earlier` as the id's record.
-    fn beats(&self, earlier: &Chosen) -> bool {
-        (self.ok, self.at) >= (earlier.ok, earlier.at)
+impl Failed {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Failed::Merge(MergeError::Read { .. }) => Exit::Usage,
+            Failed::Merge(MergeError::Write { .. }) => Exit::Stopped,
+            Failed::Input(e) => e.exit(),
+        }
     }
-}
-
-/// What a merge did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct MergeReport {
-    pub files: usize,
-    pub records_read: u64,
-    pub ids: u64,
-    pub ok: u64,
-    /// Input rows (with `--input`) that have no record.
-    pub missing: u64,
-    /// Lines that are not records (reported, left in their files).
-    pub not_records: u64,
 }
 
 /// `batchgen merge`: runs it and reports on stderr.
 pub fn run(opts: &MergeOptions) -> Exit {
     match merge(opts) {
-        Ok(r) => {
+        Ok((r, missing)) => {
             say(format_args!(
                 "merged {} files: {} records read, {} ids ({} ok, {} failed) written to {}",
-                r.files,
+                opts.results.len(),
                 r.records_read,
                 r.ids,
                 r.ok,
                 r.ids - r.ok,
                 opts.output.display()
             ));
-            if r.missing > 0 {
+            if missing > 0 {
                 say(format_args!(
-                    "{} rows of the input have no record: rerun the shards they belong to",
-                    r.missing
+                    "{missing} rows of the input have no record: rerun the shards they belong to"
                 ));
                 Exit::SomeFailed
             } else {
@@ -83,78 +66,28 @@ pub fn run(opts: &MergeOptions) -> Exit {
     }
 }
 
-/// Runs a merge; problems and the missing ids go to stderr as they are found.
-pub fn merge(opts: &MergeOptions) -> Result<MergeReport, ExportError> {
-    let mut report = MergeReport {
-        files: opts.results.len(),
-        ..MergeReport::default()
+/// Runs a merge: what it wrote, and how many input rows (with `--input`) have no record.
+pub fn merge(opts: &MergeOptions) -> Result<(Merged, u64), Failed> {
+    let mut report = Merged::default();
+    let chosen = merge::choose(&opts.results, &mut report)?;
+    let missing = match &opts.input {
+        Some(input) => missing_ids(opts, input, &chosen)?,
+        None => 0,
     };
-    let chosen = choose(opts, &mut report)?;
-    if let Some(input) = &opts.input {
-        report.missing = missing_ids(opts, input, &chosen)?;
-    }
-    write_merged(opts, &chosen, &mut report)?;
-    Ok(report)
-}
-
-fn unreadable(path: &Path, e: io::Error) -> ExportError {
-    ExportError::Usage(format!("cannot read {}: {e}", path.display()))
-}
-
-/// Pass 1: the record each id keeps, over every file.
-fn choose(
-    opts: &MergeOptions,
-    report: &mut MergeReport,
-) -> Result<HashMap<u128, Chosen>, ExportError> {
-    let mut chosen: HashMap<u128, Chosen> = HashMap::new();
-    for (file, path) in opts.results.iter().enumerate() {
-        let mut lines = RecordLines::open(path).map_err(|e| unreadable(path, e))?;
-        while let Some(l) = lines.next_line().map_err(|e| unreadable(path, e))? {
-            match &l.line {
-                Line::Record(head) => {
-                    report.records_read += 1;
-                    let this = Chosen {
-                        file: file as u32,
-                        offset: l.offset,
-                        ok: head.ok,
-                        at: record::finished_at_ms(l.text).unwrap_or(0),
-                    };
-                    chosen
-                        .entry(id_key(&head.id))
-                        .and_modify(|c| {
-                            if this.beats(c) {
-                                *c = this;
-                            }
-                        })
-                        .or_insert(this);
-                }
-                Line::Blank => {}
-                Line::NotRecord => {
-                    report.not_records += 1;
-                    let what = if l.torn() {
-                        "a torn last line (left by an interrupted run), ignored"
-                    } else {
-                        "not a record, ignored (it stays in that file)"
-                    };
-                    say(format_args!("{}:{}: {what}", path.display(), l.number));
-                }
-            }
-        }
-    }
-    report.ids = chosen.len() as u64;
-    report.ok = chosen.values().filter(|c| c.ok).count() as u64;
-    Ok(chosen)
+    merge::write_merged(&opts.results, &opts.output, &chosen, &mut report)?;
+    Ok((report, missing))
 }
 
 /// The input's rows that have no record, named (the first few) on stderr; their count.
 fn missing_ids(
     opts: &MergeOptions,
     input: &crate::settings::InputSpec,
-    chosen: &HashMap<u128, Chosen>,
+    chosen: &Choice,
 ) -> Result<u64, ExportError> {
     // The input is read as export reads it: ids resolve as `run` named them.
     let join = Options {
         results: opts.output.clone(),
+        also: Vec::new(),
         input: input.clone(),
         id_field: opts.id_field.clone(),
         format: input.format,
@@ -166,9 +99,11 @@ fn missing_ids(
     let mut index = export::Index::default();
     let plan = export::check_input(&join, &mut index, &mut crate::printer::Stderr)?;
     let path = input.path.as_deref().unwrap_or(Path::new("-"));
+    let unreadable =
+        |e: io::Error| ExportError::Usage(format!("cannot read {}: {e}", path.display()));
     let mut missing = 0u64;
-    for item in input::open(input).map_err(|e| unreadable(path, e))? {
-        let Item::Row(row) = item.map_err(|e| unreadable(path, e))? else {
+    for item in input::open(input).map_err(unreadable)? {
+        let Item::Row(row) = item.map_err(unreadable)? else {
             continue;
         };
         let id = export::join_id(&row, &opts.id_field, &plan);
@@ -190,58 +125,4 @@ fn missing_ids(
         ));
     }
     Ok(missing)
-}
-
-/// Pass 2: every file read again in order, each chosen record written once, into a temporary
-/// file beside the output that then replaces it.
-fn write_merged(
-    opts: &MergeOptions,
-    chosen: &HashMap<u128, Chosen>,
-    report: &mut MergeReport,
-) -> Result<(), ExportError> {
-    let target = opts.output.display().to_string();
-    let failed = |e: io::Error| ExportError::Output {
-        target: target.clone(),
-        source: e,
-    };
-    let dir = opts
-        .output
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".batchgen-merge-")
-        .tempfile_in(dir)
-        .map_err(failed)?;
-    let mut written = 0u64;
-    {
-        let mut out = io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut());
-        for (file, path) in opts.results.iter().enumerate() {
-            let mut lines = RecordLines::open(path).map_err(|e| unreadable(path, e))?;
-            while let Some(l) = lines.next_line().map_err(|e| unreadable(path, e))? {
-                let Line::Record(head) = &l.line else {
-                    continue;
-                };
-                let keep = chosen
-                    .get(&id_key(&head.id))
-                    .is_some_and(|c| c.file == file as u32 && c.offset == l.offset);
-                if keep {
-                    out.write_all(l.text).map_err(failed)?;
-                    if !l.text.ends_with(b"\n") {
-                        out.write_all(b"\n").map_err(failed)?;
-                    }
-                    written += 1;
-                }
-            }
-        }
-        out.flush().map_err(failed)?;
-    }
-    tmp.as_file().sync_all().map_err(failed)?;
-    tmp.persist(&opts.output).map_err(|e| failed(e.error))?;
-    fs_err::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(failed)?;
-    debug_assert_eq!(written, report.ids);
-    report.ids = written;
-    Ok(())
 }

@@ -90,6 +90,22 @@ fn shards_of_one_input_merge_into_every_id_once() {
     ids.dedup();
     assert_eq!(ids.len(), 40, "one record per id");
 
+    // Export takes the shards' files as they are, and joins them as the merged file.
+    let (code, from_shards, stderr) = export(&[
+        path(&ra),
+        path(&rb),
+        "--input",
+        path(&input),
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, from_merged, stderr) =
+        export(&[path(&merged), "--input", path(&input), "--format", "csv"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(from_shards, from_merged);
+    assert_eq!(from_shards.lines().count(), 41);
+
     // One shard alone leaves half the input without a record: exit 1, naming them.
     let (code, stderr) = merge(&[path(&ra), "-o", path(&merged), "--input", path(&input)]);
     assert_eq!(code, 1, "{stderr}");

@@ -185,6 +185,52 @@ fn target_name(opts: &Options) -> String {
 
 /// Runs an export; warnings and problems go to `diag` as they are found.
 pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, ExportError> {
+    if opts.also.is_empty() {
+        return export_one(opts, diag);
+    }
+    // Several results files: merged first into one temporary file, then joined as one.
+    let all: Vec<_> = std::iter::once(opts.results.clone())
+        .chain(opts.also.iter().cloned())
+        .collect();
+    if let Some(out) = &opts.output
+        && let Some(p) = all.iter().find(|p| crate::settings::same_file(out, p))
+    {
+        return Err(refused(format!(
+            "-o {}: that is the results file {}; write the export to another file",
+            out.display(),
+            p.display()
+        )));
+    }
+    let dir = opts
+        .output
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let merged = tempfile::Builder::new()
+        .prefix(".batchgen-export-merge-")
+        .tempfile_in(&dir)
+        .map_err(|source| ExportError::Output {
+            target: dir.display().to_string(),
+            source,
+        })?;
+    crate::output::merge::merge(&all, merged.path()).map_err(|e| match e {
+        crate::output::merge::MergeError::Read { .. } => refused(e.to_string()),
+        crate::output::merge::MergeError::Write { path, source } => ExportError::Output {
+            target: path.display().to_string(),
+            source,
+        },
+    })?;
+    let one = Options {
+        results: merged.path().to_path_buf(),
+        also: Vec::new(),
+        ..opts.clone()
+    };
+    export_one(&one, diag)
+}
+
+/// The export of one results file.
+fn export_one(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, ExportError> {
     let input_name = opts.input.display();
     let input_path = opts.input.path.as_deref().unwrap_or(Path::new("-"));
     if let Some(out) = &opts.output {
