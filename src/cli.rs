@@ -163,6 +163,8 @@ pub enum InputFormat {
     Jsonl,
     /// Comma-separated values with a header row.
     Csv,
+    /// Apache Parquet.
+    Parquet,
 }
 
 run_flags! {
@@ -170,7 +172,7 @@ run_flags! {
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunArgs {
-    /// Input file (.jsonl or .csv, optionally .gz), or `-` for stdin.
+    /// Input file (.jsonl or .csv, optionally .gz, or .parquet), or `-` for stdin.
     #[arg(value_name = "INPUT")]
     pub input: Option<PathBuf>,
 
@@ -433,7 +435,7 @@ pub struct ExportArgs {
     #[arg(value_name = "RESULTS", num_args = 0..)]
     pub results: Vec<PathBuf>,
 
-    /// The input file the run read (.jsonl or .csv, optionally .gz).
+    /// The input file the run read (.jsonl or .csv, optionally .gz, or .parquet).
     #[arg(long, value_name = "INPUT")]
     pub input: PathBuf,
 
