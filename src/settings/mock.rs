@@ -12,6 +12,18 @@ pub fn resolve(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<MockConfig, ConfigError> {
     let limits = RateLimits::new(args.rpm, args.rps, args.tpm);
+    let batch_faults =
+        FaultRates::parse(&args.batch_faults).map_err(|e| bad(format!("--batch-faults: {e}")))?;
+    let delivered = batch_faults.rate_limit + batch_faults.server_error + batch_faults.unavailable;
+    if batch_faults.total() > delivered {
+        return Err(bad(
+            "--batch-faults: only 429, 500 and 503 apply to the Files and Batches calls",
+        ));
+    }
+    let batch_step = parse_duration("batch-step", &args.batch_step)?;
+    if batch_step.is_zero() {
+        return Err(bad("--batch-step: must be more than 0"));
+    }
     Ok(MockConfig {
         latency: parse_duration("latency", &args.latency)?,
         jitter: parse_duration("jitter", &args.jitter)?,
@@ -33,5 +45,7 @@ pub fn resolve(
             ),
             None => None,
         },
+        batch_step,
+        batch_faults,
     })
 }
