@@ -425,6 +425,16 @@ pub struct MockServerArgs {
     /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,
+
+    /// How long a batch of the Batch API stays in each state (validating, in_progress,
+    /// finalizing, cancelling).
+    #[arg(long, default_value = "1s", value_name = "D")]
+    pub batch_step: String,
+
+    /// Fault rates of the Files and Batches calls, in the --faults syntax; only 429, 500 and
+    /// 503 apply, e.g. `429=0.2,503=0.1`.
+    #[arg(long, default_value = "", value_name = "SPEC")]
+    pub batch_faults: String,
 }
 
 #[derive(Debug, Args)]
