@@ -362,6 +362,12 @@ pub struct RunArgs {
     /// A job file's `[params]` table: extra request fields, sent as given.
     #[arg(skip)]
     pub params: Option<Map<String, Value>>,
+
+    /// Send only shard K of N (0 <= K < N): the rows whose id hashes to K modulo N. Every
+    /// shard validates the whole input [env: BATCHGEN_SHARD; default output:
+    /// INPUT.shard-K-of-N.results.jsonl].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
 }
 }
 

@@ -211,6 +211,9 @@ fn start_summary(
     model: &str,
 ) -> Summary {
     let mut summary = Summary::new(plan.rows_total, rows_skipped);
+    summary.shard = settings
+        .shard
+        .map(|s| (s.to_string(), plan.rows_other_shards));
     summary.note_prices(prices, model);
     if prices.get(model).is_none() && !settings.quiet {
         say(format_args!(
@@ -286,8 +289,7 @@ fn spawn_reader(
 ) -> JoinHandle<std::io::Result<()>> {
     let spec = settings.input.clone();
     let (own_ids, skip_rows) = (plan.own_ids, std::mem::take(&mut plan.skip_rows));
-    let invalid_lines: std::collections::HashSet<u64> =
-        plan.invalid.iter().map(|(line, _, _)| *line).collect();
+    let invalid_lines = plan.invalid_lines();
     // Nothing left to send (a finished job rerun): no need to read the input again.
     let nothing_left = to_send <= plan.invalid.len() as u64;
     let kept = plan.take_kept();

@@ -22,10 +22,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::RunArgs;
+use crate::input::ids::Shard;
 use crate::request::api::Api;
 pub use duration::{MAX_DURATION, parse_deadline, parse_duration};
 pub use endpoint::{DEFAULT_API_KEY_ENV, ENV_BASE_URL, Endpoint, Region, default_base_url};
-pub use files::{InputSpec, default_output, same_file};
+pub use files::{ENV_SHARD, InputSpec, default_output, same_file, shard_output};
 pub use key::{ApiKey, KEY_PIECE};
 pub use limits::{MAX_FAILURES_MIN_ROWS, MaxFailures};
 pub use params::{DEFAULT_MODEL, GenParams, OutputFormat};
@@ -49,6 +50,8 @@ pub enum ProgressMode {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub input: InputSpec,
+    /// `--shard K/N`: only the rows of shard K are sent.
+    pub shard: Option<Shard>,
     pub output: PathBuf,
     pub id_field: String,
     pub prompt_field: String,
@@ -100,7 +103,8 @@ pub fn resolve(
         }
         None => args,
     };
-    let (input, output) = files::resolve(&args)?;
+    let shard = files::shard(&args, &env)?;
+    let (input, output) = files::resolve(&args, shard)?;
     let target = endpoint::resolve(&args, &env)?;
     let params = params::resolve(&args, target.api)?;
     let limits = limits::resolve(&args)?;
@@ -115,6 +119,7 @@ pub fn resolve(
     let deadline = limits::deadline(&args)?;
     Ok(Settings {
         input,
+        shard,
         output,
         id_field: args.id_field.unwrap_or_else(|| "id".to_string()),
         prompt_field: args.prompt_field.unwrap_or_else(|| "prompt".to_string()),
