@@ -368,6 +368,15 @@ pub struct RunArgs {
     /// INPUT.shard-K-of-N.results.jsonl].
     #[arg(long, value_name = "K/N")]
     pub shard: Option<String>,
+
+    /// Share --rpm, --tpm and the 429 cool-down through this Redis (redis://HOST:PORT) with
+    /// every process on the same --limits-key [env: BATCHGEN_REDIS_URL].
+    #[arg(long, value_name = "URL")]
+    pub limits_redis: Option<String>,
+
+    /// The Redis key prefix of the shared limits [default: the base URL's host and the model].
+    #[arg(long, value_name = "KEY")]
+    pub limits_key: Option<String>,
 }
 }
 

@@ -15,7 +15,7 @@ use super::signals::Signals;
 use crate::client::Client;
 use crate::dispatch;
 use crate::exit::{RunError, Stop};
-use crate::limit::Flow;
+use crate::limit::{Flow, Remote};
 use crate::mock;
 use crate::output;
 use crate::plan::{self, Plan};
@@ -66,12 +66,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         .map_err(RunError::OutputNotWritable)?;
     // The simulated endpoint lives until every outcome is written.
     let (mock_server, base_url) = start_endpoint(&settings).await?;
-    let flow = Arc::new(Flow::new(
-        settings.concurrency,
-        settings.rpm,
-        settings.tpm,
-        settings.params.max_tokens,
-    ));
+    let flow = Arc::new(flow(&settings).await?);
     let client = connect(&settings, &base_url, flow.clone())?;
 
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
@@ -179,6 +174,24 @@ async fn start_endpoint(
             Ok((Some(server), url))
         }
     }
+}
+
+/// Flow control for the run; with `--limits-redis`, Redis must answer before anything is sent.
+async fn flow(settings: &Settings) -> Result<Flow, RunError> {
+    let (c, rpm, tpm, max_tokens) = (
+        settings.concurrency,
+        settings.rpm,
+        settings.tpm,
+        settings.params.max_tokens,
+    );
+    let Some(shared) = &settings.shared_limits else {
+        return Ok(Flow::new(c, rpm, tpm, max_tokens));
+    };
+    let shards = settings.shard.map_or(1, |s| s.count);
+    let remote = Remote::connect(&shared.url, &shared.key, shards)
+        .await
+        .map_err(RunError::LimitsRedis)?;
+    Ok(Flow::shared(c, rpm, tpm, max_tokens, remote))
 }
 
 /// The HTTP client of the run, and a note when a proxy carries its requests.

@@ -28,7 +28,7 @@ pub use duration::{MAX_DURATION, parse_deadline, parse_duration};
 pub use endpoint::{DEFAULT_API_KEY_ENV, ENV_BASE_URL, Endpoint, Region, default_base_url};
 pub use files::{ENV_SHARD, InputSpec, default_output, same_file, shard_output};
 pub use key::{ApiKey, KEY_PIECE};
-pub use limits::{MAX_FAILURES_MIN_ROWS, MaxFailures};
+pub use limits::{ENV_REDIS_URL, MAX_FAILURES_MIN_ROWS, MaxFailures, SharedLimits};
 pub use params::{DEFAULT_MODEL, GenParams, OutputFormat};
 
 /// A configuration problem: the run exits 2 having sent nothing.
@@ -75,6 +75,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// `--limits-redis`: `--rpm`, `--tpm` and the 429 cool-down shared through Redis.
+    pub shared_limits: Option<SharedLimits>,
     pub max_failures: Option<MaxFailures>,
     pub max_retries: u32,
     /// Extra attempts for answers that are not valid JSON (or fail the schema).
@@ -108,6 +110,7 @@ pub fn resolve(
     let target = endpoint::resolve(&args, &env)?;
     let params = params::resolve(&args, target.api)?;
     let limits = limits::resolve(&args)?;
+    let shared_limits = limits::shared(&args, &env, &target.endpoint, &params.model)?;
     let progress_interval = duration::or_default(
         "progress-interval",
         args.progress_interval.as_deref(),
@@ -139,6 +142,7 @@ pub fn resolve(
         concurrency: limits.concurrency,
         rpm: limits.rpm,
         tpm: limits.tpm,
+        shared_limits,
         max_failures: limits.max_failures,
         max_retries: limits.max_retries,
         json_retries: limits.json_retries,
