@@ -20,6 +20,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::Bucket;
 use crate::printer::say;
+use crate::sync::lock;
 
 /// One grant, refund or cool-down. KEYS: the bucket, the cool-down. ARGV: mode (`take`,
 /// `adjust`, `pause`), rate per second, capacity, units (seconds for `pause`). Answers the
@@ -235,6 +236,10 @@ pub struct SharedBucket {
     capacity: f64,
     /// 1/N of the budget, used while Redis is lost.
     fallback: Bucket,
+    /// The end of the latest grant Redis booked for this process: workers still sleep on
+    /// grants up to then, which spend this process's share of the budget until then, so the
+    /// local bucket starts after it (else a loss would double the pace for that long).
+    booked_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl SharedBucket {
@@ -250,6 +255,7 @@ impl SharedBucket {
             rate: whole.rate(),
             capacity: whole.capacity(),
             fallback: part,
+            booked_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -260,8 +266,19 @@ impl SharedBucket {
                 .call("take", self.name, self.rate, self.capacity, n)
                 .await
         {
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            let at = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+            {
+                let mut booked = lock(&self.booked_until);
+                if booked.is_none_or(|b| b < at) {
+                    *booked = Some(at);
+                }
+            }
+            tokio::time::sleep_until(at).await;
             return;
+        }
+        let booked = *lock(&self.booked_until);
+        if let Some(at) = booked {
+            tokio::time::sleep_until(at).await;
         }
         self.fallback.acquire(n).await;
     }
