@@ -367,6 +367,21 @@ pub struct RunArgs {
     /// A job file's `[params]` table: extra request fields, sent as given.
     #[arg(skip)]
     pub params: Option<Map<String, Value>>,
+
+    /// Send only shard K of N (0 <= K < N): the rows whose id hashes to K modulo N. Every
+    /// shard validates the whole input [env: BATCHGEN_SHARD; default output:
+    /// INPUT.shard-K-of-N.results.jsonl].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
+    /// Share --rpm, --tpm and the 429 cool-down through this Redis (redis://HOST:PORT) with
+    /// every process on the same --limits-key [env: BATCHGEN_REDIS_URL].
+    #[arg(long, value_name = "URL")]
+    pub limits_redis: Option<String>,
+
+    /// The Redis key prefix of the shared limits [default: the base URL's host and the model].
+    #[arg(long, value_name = "KEY")]
+    pub limits_key: Option<String>,
 }
 }
 
