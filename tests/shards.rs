@@ -188,3 +188,92 @@ fn with_skip_invalid_each_invalid_row_is_recorded_by_one_shard() {
     assert_eq!(all.len(), 33, "{all:?}");
     assert_eq!(unique.len(), 33);
 }
+
+#[test]
+fn a_shard_killed_mid_run_is_rerun_alone_and_the_merge_has_every_id_once() {
+    let ep = Endpoint::start(MockConfig {
+        latency: std::time::Duration::from_millis(20),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "rows.jsonl", &prompts_jsonl(400));
+    let shard_out = |k: usize| {
+        dir.path()
+            .join(format!("rows.shard-{k}-of-4.results.jsonl"))
+    };
+    for k in [0, 1, 3] {
+        let (code, stderr) = run(&[
+            path(&input),
+            "--base-url",
+            &ep.url(),
+            "--shard",
+            &format!("{k}/4"),
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let sent_by_others = ep.stats().ok;
+
+    // Shard 2 is killed (SIGKILL) once some of its records are written.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"));
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .args([
+            "run",
+            path(&input),
+            "--base-url",
+            &ep.url(),
+            "--shard",
+            "2/4",
+            "-c",
+            "4",
+        ])
+        .args(["--no-progress", "-q"])
+        .spawn()
+        .expect("spawn batchgen");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(shard_out(2)).map_or(0, |t| t.lines().count()) < 10 {
+        assert!(started.elapsed().as_secs() < 60, "shard 2 wrote no records");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let partial = ids(&shard_out(2)).len();
+    assert!(partial < 100, "killed mid-run: {partial} records");
+
+    // Only that index is run again: it resumes, and sends no row of another shard.
+    let before = ep.stats().ok;
+    let (code, stderr) = run(&[path(&input), "--base-url", &ep.url(), "--shard", "2/4"]);
+    assert_eq!(code, 0, "{stderr}");
+    let shard2 = ids(&shard_out(2));
+    let resent = ep.stats().ok - before;
+    assert!(
+        resent <= (shard2.len() - partial) as u64 + 4,
+        "the rerun sent {resent} rows for {} missing ones",
+        shard2.len() - partial
+    );
+    // Over the whole job, at most the 4 rows in flight at the kill were sent twice.
+    assert!(ep.stats().ok <= 400 + 4, "{:?}", ep.stats());
+    assert!(sent_by_others < 400);
+
+    let merged = dir.path().join("rows.results.jsonl");
+    let out = batchgen()
+        .arg("merge")
+        .args((0..4).map(|k| shard_out(k).into_os_string()))
+        .args(["-o", path(&merged), "--input", path(&input)])
+        .output()
+        .expect("merge");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&merged);
+    assert_eq!(recs.len(), 400, "one record per id");
+    assert_eq!(ids(&merged).len(), 400);
+    assert!(recs.iter().all(|r| r["status"] == "ok"));
+}
