@@ -39,8 +39,8 @@ pub struct Ran {
     pub summary: Summary,
     /// How the writes went: the first error, when one failed.
     pub written: std::io::Result<()>,
-    /// The workers' state, for the reason the run stopped early, if it did.
-    pub shared: Arc<Shared>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<Stop>,
     pub compaction: Compaction,
     pub held: Held,
 }
@@ -157,7 +157,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         output_name,
         summary,
         written,
-        shared,
+        stopped: shared.stopped.get().cloned(),
         compaction,
         held,
     })
@@ -329,6 +329,7 @@ async fn send_invalid(
             latency_ms: 0,
             possibly_billed: 0,
             model: model.clone(),
+            batch_id: None,
         };
         if out.send(outcome).await.is_err() {
             break;
