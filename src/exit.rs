@@ -79,6 +79,9 @@ pub enum RunError {
     WriterPanicked(tokio::task::JoinError),
     #[error("cannot write the summary: {0}")]
     Summary(std::io::Error),
+    /// Batch mode: the journal or the batch files cannot be written or read.
+    #[error("batch mode: {0}")]
+    Batch(std::io::Error),
 }
 
 impl RunError {
@@ -103,7 +106,8 @@ impl RunError {
             | RunError::ReadOutput { .. }
             | RunError::MockEndpoint(_)
             | RunError::WriterPanicked(_)
-            | RunError::Summary(_) => Exit::Stopped,
+            | RunError::Summary(_)
+            | RunError::Batch(_) => Exit::Stopped,
         }
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! Each concern resolves in its own file: the files ([`files`]), the endpoint and key
 //! ([`endpoint`], [`key`]), the generation parameters ([`params`]), the limits and stops
-//! ([`limits`], with [`duration`]), batch mode ([`batch`]); `job` reads a job file into the same flags as the
-//! command line, and [`mock`] resolves `mock-server`.
+//! ([`limits`], with [`duration`]), batch mode ([`batch`]); `job` reads a job file into the
+//! same flags as the command line, and [`mock`] resolves `mock-server`.
 
 pub mod batch;
 pub mod duration;
