@@ -34,6 +34,9 @@ pub enum Command {
     MockServer(Box<MockServerArgs>),
     /// Join a results file back to the input rows, in input order, as CSV or JSONL.
     Export(Box<ExportArgs>),
+    /// Join results files (the shards of one job) into one, one record per id; with
+    /// --input, list the input's ids that have no record (exit 1 if any).
+    Merge(Box<MergeArgs>),
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]
@@ -161,6 +164,8 @@ pub enum InputFormat {
     Jsonl,
     /// Comma-separated values with a header row.
     Csv,
+    /// Apache Parquet.
+    Parquet,
 }
 
 run_flags! {
@@ -168,7 +173,7 @@ run_flags! {
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunArgs {
-    /// Input file (.jsonl or .csv, optionally .gz), or `-` for stdin.
+    /// Input file (.jsonl or .csv, optionally .gz, or .parquet), or `-` for stdin.
     #[arg(value_name = "INPUT")]
     pub input: Option<PathBuf>,
 
@@ -451,16 +456,27 @@ pub struct MockServerArgs {
     /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,
+
+    /// How long a batch of the Batch API stays in each state (validating, in_progress,
+    /// finalizing, cancelling).
+    #[arg(long, default_value = "1s", value_name = "D")]
+    pub batch_step: String,
+
+    /// Fault rates of the Files and Batches calls, in the --faults syntax; only 429, 500 and
+    /// 503 apply, e.g. `429=0.2,503=0.1`.
+    #[arg(long, default_value = "", value_name = "SPEC")]
+    pub batch_faults: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Results file written by `run` [default: INPUT with its extension replaced by
-    /// .results.jsonl, as `run` names it].
-    #[arg(value_name = "RESULTS")]
-    pub results: Option<PathBuf>,
+    /// Results files written by `run` [default: INPUT with its extension replaced by
+    /// .results.jsonl, as `run` names it]. Several (the shards of one job) are merged first,
+    /// one record per id, as `batchgen merge` does.
+    #[arg(value_name = "RESULTS", num_args = 0..)]
+    pub results: Vec<PathBuf>,
 
-    /// The input file the run read (.jsonl or .csv, optionally .gz).
+    /// The input file the run read (.jsonl or .csv, optionally .gz, or .parquet).
     #[arg(long, value_name = "INPUT")]
     pub input: PathBuf,
 
@@ -484,4 +500,27 @@ pub struct ExportArgs {
     /// cannot be read are left out, the others are joined to their records.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Results files written by `run` (the shards of one job, in any order).
+    #[arg(value_name = "RESULTS", required = true, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+
+    /// The merged results file, written atomically (it may be one of RESULTS).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// The input the shards read: list its ids that have no record, and exit 1 if any.
+    #[arg(long, value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+
+    /// Input format, when the extension does not tell.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<InputFormat>,
+
+    /// Field holding each row's id, as given to `run` (`custom_id` is read too).
+    #[arg(long, value_name = "FIELD", default_value = "id")]
+    pub id_field: String,
 }

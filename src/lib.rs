@@ -28,7 +28,8 @@
 //! `run` ties them together in three stages: `prepare` (spool, lock, `--fresh`, scan + plan,
 //! dry run) -> `execute` (client, reader, workers, writer, progress) -> `finish` (compaction,
 //! exit code, report). `mock` is a simulated endpoint for rehearsals, tests and benchmarks;
-//! `export` joins the results back onto the input rows. `main` calls [`main_with`].
+//! `export` joins the results back onto the input rows; `merge` joins the results files of
+//! shards into one. `main` calls [`main_with`].
 //!
 //! Dependencies point one way: no module imports one that imports it back, and none reaches
 //! up to this file (`tests/layout.rs` checks both).
@@ -41,6 +42,7 @@ pub mod exit;
 pub mod export;
 pub mod input;
 pub mod limit;
+pub mod merge;
 pub mod mock;
 pub mod output;
 pub mod plan;
@@ -75,6 +77,13 @@ pub async fn main_with(cli: Cli) -> Exit {
         Command::MockServer(args) => mock_server(*args).await,
         Command::Export(args) => match settings::export::Options::resolve(&args) {
             Ok(options) => export::run(&options),
+            Err(e) => {
+                say(format_args!("error: {e}"));
+                Exit::Usage
+            }
+        },
+        Command::Merge(args) => match settings::merge::MergeOptions::resolve(&args) {
+            Ok(options) => merge::run(&options),
             Err(e) => {
                 say(format_args!("error: {e}"));
                 Exit::Usage

@@ -37,3 +37,17 @@ pub fn write_raw(text: &[u8]) {
 pub fn set_bar(bar: Option<ProgressBar>) {
     *lock(&BAR) = bar;
 }
+
+/// Stderr as an `io::Write`, through [`write_raw`]: for code that renders into a writer.
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        write_raw(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -374,6 +374,19 @@ impl<'a> RecordFields<'a> {
     }
 }
 
+/// When a record finished (`finished_at`, RFC 3339), in milliseconds since the epoch.
+pub fn finished_at_ms(line: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Stamp<'a> {
+        #[serde(default, borrow)]
+        finished_at: Option<Cow<'a, str>>,
+    }
+    let stamp = serde_json::from_slice::<Stamp>(line).ok()?.finished_at?;
+    let t = humantime::parse_rfc3339_weak(&stamp).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    u64::try_from(ms).ok()
+}
+
 /// Whether a record line carries `parsed` (a `--json` or `--json-schema` run).
 pub fn has_parsed(line: &[u8]) -> bool {
     #[derive(Deserialize)]

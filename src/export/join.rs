@@ -16,7 +16,7 @@ use crate::record::{self, Line, RecordLines};
 
 /// An [`id_key`] as two words, so that a table entry takes 24 bytes rather than 32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Key(u64, u64);
+pub(crate) struct Key(u64, u64);
 
 impl Key {
     pub(super) fn of(id: &str) -> Key {
@@ -34,7 +34,7 @@ impl Hash for Key {
 
 /// Passes [`Key`]'s word through.
 #[derive(Default)]
-pub(super) struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -54,7 +54,7 @@ impl Hasher for KeyHasher {
 
 /// Id key -> byte offset of the id's latest record, or [`NO_RECORD`]; [`OK`] marks an ok
 /// latest record, [`SEEN`] ids an input row has (pass 2).
-pub(super) type Index = HashMap<Key, u64, BuildHasherDefault<KeyHasher>>;
+pub(crate) type Index = HashMap<Key, u64, BuildHasherDefault<KeyHasher>>;
 pub(super) const SEEN: u64 = 1 << 63;
 pub(super) const OK: u64 = 1 << 62;
 pub(super) const NO_RECORD: u64 = OK - 1;
@@ -135,7 +135,7 @@ pub(super) fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results,
 
 /// How the rows' ids resolve, mirroring `dispatch::validate`.
 #[derive(Debug, Default)]
-pub(super) struct JoinPlan {
+pub(crate) struct JoinPlan {
     /// Whether rows carry their own ids (otherwise the row number is the id).
     pub(super) own_ids: bool,
     /// Row numbers of the later rows of duplicate ids.
@@ -143,7 +143,7 @@ pub(super) struct JoinPlan {
 }
 
 /// Pass 2: reads INPUT to check it, as `run` would, and to learn how its ids resolve.
-pub(super) fn check_input(
+pub(crate) fn check_input(
     opts: &Options,
     index: &mut Index,
     diag: &mut dyn Write,
@@ -231,7 +231,7 @@ pub(super) fn check_input(
 }
 
 /// The id `run` gave a row (see the module docs), by the code `run` names records with.
-pub(super) fn join_id(row: &RawRow, id_field: &str, plan: &JoinPlan) -> String {
+pub(crate) fn join_id(row: &RawRow, id_field: &str, plan: &JoinPlan) -> String {
     let own = input::row_id(&row.fields, id_field);
     let duplicate = plan.duplicates.contains(&row.number);
     record_id(row.line, row.number, &own, plan.own_ids, duplicate)

@@ -81,7 +81,8 @@ use crate::input::Format;
 use crate::settings::export::Options;
 
 use columns::read_columns;
-use join::{check_input, scan_results};
+use join::scan_results;
+pub(crate) use join::{Index, check_input, join_id};
 use write::{Job, Layout, RecordReader, WRITE_BUFFER, write_file};
 
 const STDOUT: &str = "<stdout>";
@@ -156,7 +157,7 @@ impl fmt::Display for ExportReport {
 
 /// `batchgen export`: runs it and reports on stderr.
 pub fn run(opts: &Options) -> Exit {
-    match export(opts, &mut Diagnostics) {
+    match export(opts, &mut crate::printer::Stderr) {
         Ok(report) => {
             crate::printer::say(report);
             Exit::Ok
@@ -174,20 +175,6 @@ pub fn run(opts: &Options) -> Exit {
     }
 }
 
-/// Warnings and problems found while exporting, written to stderr through the printer.
-struct Diagnostics;
-
-impl Write for Diagnostics {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::printer::write_raw(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Where the export goes, as messages name it.
 fn target_name(opts: &Options) -> String {
     match &opts.output {
@@ -198,6 +185,52 @@ fn target_name(opts: &Options) -> String {
 
 /// Runs an export; warnings and problems go to `diag` as they are found.
 pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, ExportError> {
+    if opts.also.is_empty() {
+        return export_one(opts, diag);
+    }
+    // Several results files: merged first into one temporary file, then joined as one.
+    let all: Vec<_> = std::iter::once(opts.results.clone())
+        .chain(opts.also.iter().cloned())
+        .collect();
+    if let Some(out) = &opts.output
+        && let Some(p) = all.iter().find(|p| crate::settings::same_file(out, p))
+    {
+        return Err(refused(format!(
+            "-o {}: that is the results file {}; write the export to another file",
+            out.display(),
+            p.display()
+        )));
+    }
+    let dir = opts
+        .output
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let merged = tempfile::Builder::new()
+        .prefix(".batchgen-export-merge-")
+        .tempfile_in(&dir)
+        .map_err(|source| ExportError::Output {
+            target: dir.display().to_string(),
+            source,
+        })?;
+    crate::output::merge::merge(&all, merged.path()).map_err(|e| match e {
+        crate::output::merge::MergeError::Read { .. } => refused(e.to_string()),
+        crate::output::merge::MergeError::Write { path, source } => ExportError::Output {
+            target: path.display().to_string(),
+            source,
+        },
+    })?;
+    let one = Options {
+        results: merged.path().to_path_buf(),
+        also: Vec::new(),
+        ..opts.clone()
+    };
+    export_one(&one, diag)
+}
+
+/// The export of one results file.
+fn export_one(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, ExportError> {
     let input_name = opts.input.display();
     let input_path = opts.input.path.as_deref().unwrap_or(Path::new("-"));
     if let Some(out) = &opts.output {
@@ -234,6 +267,7 @@ pub fn export(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
         format: match opts.format {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
         },
         ..ExportReport::default()
     };

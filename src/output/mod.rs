@@ -2,6 +2,7 @@
 //! file and its compaction, and the file lock. What a record holds is `record`'s.
 
 pub mod lockfile;
+pub mod merge;
 pub mod resume;
 
 use std::io::Write;

@@ -11,6 +11,8 @@ use crate::input::format::{Format, format_of};
 #[derive(Debug, Clone)]
 pub struct Options {
     pub results: PathBuf,
+    /// More results files, merged with `results` before the join (see `output::merge`).
+    pub also: Vec<PathBuf>,
     pub input: InputSpec,
     pub id_field: String,
     pub format: Format,
@@ -50,6 +52,11 @@ impl Options {
             .map(Format::from)
             .or_else(|| output.as_deref().and_then(format_of))
             .unwrap_or(input_format);
+        if format == Format::Parquet {
+            return Err(bad(
+                "--format parquet: export writes CSV or JSONL for now; Parquet input is read",
+            ));
+        }
         let gzip = output
             .as_deref()
             .and_then(Path::file_name)
@@ -57,8 +64,10 @@ impl Options {
         Ok(Options {
             results: args
                 .results
-                .clone()
+                .first()
+                .cloned()
                 .unwrap_or_else(|| default_output(&args.input)),
+            also: args.results.iter().skip(1).cloned().collect(),
             input: InputSpec {
                 path: Some(args.input.clone()),
                 format: input_format,
@@ -80,7 +89,7 @@ mod tests {
     #[test]
     fn formats_default_from_the_output_then_the_input() {
         let args = |input: &str, output: Option<&str>, format: Option<Flag>| ExportArgs {
-            results: None,
+            results: Vec::new(),
             input: PathBuf::from(input),
             input_format: None,
             id_field: "id".into(),

@@ -29,6 +29,7 @@ impl From<cli::InputFormat> for Format {
         match f {
             cli::InputFormat::Jsonl => Format::Jsonl,
             cli::InputFormat::Csv => Format::Csv,
+            cli::InputFormat::Parquet => Format::Parquet,
         }
     }
 }

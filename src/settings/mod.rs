@@ -16,6 +16,7 @@ pub mod files;
 mod job;
 pub mod key;
 pub mod limits;
+pub mod merge;
 pub mod mock;
 pub mod params;
 
