@@ -30,7 +30,10 @@ fn the_whole_cycle_writes_one_record_per_row_at_half_the_sync_cost() {
     assert_eq!(code, 0, "{stderr}");
     let recs = by_id(&records(&out));
     assert_eq!(recs.len(), 25);
-    assert!(recs.values().all(|r| r["status"] == "ok" && r["batch_id"].is_string()));
+    assert!(
+        recs.values()
+            .all(|r| r["status"] == "ok" && r["batch_id"].is_string())
+    );
     let s = mock.stats();
     assert_eq!((s.batches_created, s.batch_lines_uploaded), (3, 25));
 
@@ -84,4 +87,77 @@ fn expired_lines_alone_are_sent_again_in_the_same_run() {
     let s = mock.stats();
     assert_eq!(s.batch_lines_uploaded, 20 + 4);
     assert_eq!(s.batches_created, 2);
+}
+
+/// Starts `run --batch` and kills it (SIGKILL) once its journal holds `event`.
+fn kill_after(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) {
+    let journal = {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".batches.jsonl");
+        std::path::PathBuf::from(p)
+    };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .args(["run", path(input), "-o", path(out), "--base-url", url])
+        .args(["--batch", "--poll-interval", "30s", "--quiet"])
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let needle = format!("\"event\":\"{event}\"");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
+        assert!(std::time::Instant::now() < until, "no {event} event");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
+/// Drops the journal's lines of `event`: as if the crash came just before it was journaled.
+fn forget(out: &std::path::Path, event: &str) {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".batches.jsonl");
+    let text = std::fs::read_to_string(&p).expect("journal");
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(&format!("\"event\":\"{event}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p, kept).expect("journal");
+}
+
+#[test]
+fn a_rerun_after_kill_9_creates_no_second_batch() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(300),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
+    let (mut uploaded, mut created) = (0, 0);
+    for (case, event, lost) in [
+        ("upload", "uploaded", None),
+        ("create", "created", Some("created")),
+        ("waiting", "created", None),
+    ] {
+        let out = dir.path().join(format!("{case}.jsonl"));
+        kill_after(&input, &out, &mock.url(), event);
+        if let Some(e) = lost {
+            forget(&out, e);
+        }
+        let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+        assert_eq!(code, 0, "{case}: {stderr}");
+        let recs = by_id(&records(&out));
+        assert_eq!(recs.len(), 12, "{case}");
+        assert!(recs.values().all(|r| r["status"] == "ok"), "{case}");
+        let s = mock.stats();
+        assert_eq!(
+            s.batch_lines_uploaded - uploaded,
+            12,
+            "{case}: rows sent twice"
+        );
+        assert_eq!(s.batches_created - created, 1, "{case}: a second batch");
+        (uploaded, created) = (s.batch_lines_uploaded, s.batches_created);
+    }
 }

@@ -55,6 +55,13 @@ pub fn line_url(style_path: &str, model: &str) -> String {
     format!("/v1{style_path}")
 }
 
+/// The hasher of a file's ids, seeded at random: the hash tags the file's batch at the
+/// provider, and another file of the same rows (another results file, a later run) must not
+/// find that batch as its own.
+fn salted() -> Xxh3 {
+    Xxh3::with_seed(fastrand::u64(..))
+}
+
 /// A file being written.
 struct Open {
     seq: u64,
@@ -171,7 +178,7 @@ impl Maker {
                     model: model.clone(),
                     rows: 0,
                     bytes: 0,
-                    ids: Xxh3::new(),
+                    ids: salted(),
                 })
             }
         };
@@ -339,7 +346,7 @@ pub fn copy_lines(
     let mut out = io::BufWriter::new(fs_err::File::create(to)?);
     let meta = read_meta(from)?;
     let mut meta_out = Vec::new();
-    let (mut rows, mut bytes, mut ids) = (0u64, 0u64, Xxh3::new());
+    let (mut rows, mut bytes, mut ids) = (0u64, 0u64, salted());
     let mut buf = Vec::new();
     for at in offsets {
         reader.seek(SeekFrom::Start(at))?;
