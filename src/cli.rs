@@ -37,6 +37,9 @@ pub enum Command {
     /// Join results files (the shards of one job) into one, one record per id; with
     /// --input, list the input's ids that have no record (exit 1 if any).
     Merge(Box<MergeArgs>),
+    /// The provider batches of a `run --batch`, from its journal RESULTS.batches.jsonl.
+    #[command(subcommand)]
+    Batch(BatchCommand),
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]
@@ -500,6 +503,34 @@ pub struct ExportArgs {
     /// cannot be read are left out, the others are joined to their records.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Print each batch of the journal with its state at the provider.
+    Status(BatchArgs),
+    /// Cancel the batches still running (a later run still collects their finished lines).
+    Cancel(BatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Results file of the run (its journal is RESULTS.batches.jsonl).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+
+    /// API base URL the run used [env: BATCHGEN_BASE_URL; default: the DashScope endpoint of
+    /// --region].
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// DashScope region for the default base URL [default: intl].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<Region>,
+
+    /// Name of the environment variable holding the API key [default: DASHSCOPE_API_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]

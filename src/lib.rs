@@ -89,6 +89,19 @@ pub async fn main_with(cli: Cli) -> Exit {
                 Exit::Usage
             }
         },
+        Command::Batch(cmd) => {
+            let (args, cancel) = match cmd {
+                cli::BatchCommand::Status(a) => (a, false),
+                cli::BatchCommand::Cancel(a) => (a, true),
+            };
+            match settings::BatchTarget::resolve(&args, |k| std::env::var(k).ok()) {
+                Ok(target) => batch::command(&target, cancel).await,
+                Err(e) => {
+                    say(format_args!("error: {e}"));
+                    Exit::Usage
+                }
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();

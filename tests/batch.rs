@@ -161,3 +161,62 @@ fn a_rerun_after_kill_9_creates_no_second_batch() {
         (uploaded, created) = (s.batch_lines_uploaded, s.batches_created);
     }
 }
+
+#[test]
+fn detach_exits_4_while_batches_run_and_a_rerun_collects() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(400),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(8));
+    let out = dir.path().join("out.jsonl");
+    let detach = ["--batch", "--detach", "--quiet"];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &detach);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("still running"), "{stderr}");
+    let status = batchgen()
+        .args(["batch", "status", path(&out), "--base-url", &mock.url()])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("batch_"));
+    let mut code = 4;
+    for _ in 0..100 {
+        (code, _) = run_io(&input, &out, &mock.url(), &detach);
+        if code != 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(code, 0);
+    assert_eq!(by_id(&records(&out)).len(), 8);
+    assert_eq!(mock.stats().batches_created, 1);
+}
+
+#[test]
+fn cancel_stops_the_live_batches_and_a_rerun_collects_their_finished_lines() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(400),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(10));
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &["--batch", "--detach", "-q"]);
+    assert_eq!(code, 4, "{stderr}");
+    let cancel = batchgen()
+        .args(["batch", "cancel", path(&out), "--base-url", &mock.url()])
+        .output()
+        .expect("cancel");
+    assert_eq!(cancel.status.code(), Some(0));
+    assert_eq!(mock.stats().batches_cancelled, 1);
+    // The lines the cancel left unrun are sent again in a new batch.
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 10);
+    let s = mock.stats();
+    assert_eq!(s.batches_created, 2);
+    assert_eq!(s.batch_lines_uploaded, 10 + 5);
+}

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod collect;
+mod command;
 pub mod files;
 pub mod journal;
 mod step;
@@ -28,6 +29,7 @@ use crate::request::{Prepared, Usage, style};
 use crate::retry::{ErrorKind, Failure};
 use crate::settings::{BatchMode, Settings};
 use api::{Backoff, Batch, BatchApi};
+pub use command::command;
 use journal::{Entry, Event, Journal};
 use step::StepError;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::duration::or_default;
 use super::endpoint::Endpoint;
 use super::{ConfigError, bad};
-use crate::cli::RunArgs;
+use crate::cli::{BatchArgs, RunArgs};
 use crate::request::api::Api;
 
 /// Lines per file: OpenAI's limit, and the default everywhere.
@@ -93,6 +93,40 @@ pub(super) fn resolve(
         poll_interval,
         detach: args.detach,
     }))
+}
+
+/// `batchgen batch status|cancel`: the journal and the endpoint to ask.
+#[derive(Debug, Clone)]
+pub struct BatchTarget {
+    pub results: std::path::PathBuf,
+    pub base_url: String,
+    pub api_key: Option<super::ApiKey>,
+}
+
+impl BatchTarget {
+    /// Resolves the endpoint as `run` does (flag, environment, region default, key).
+    pub fn resolve(
+        args: &BatchArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<BatchTarget, ConfigError> {
+        let run = RunArgs {
+            base_url: args.base_url.clone(),
+            region: args.region,
+            api_key_env: args.api_key_env.clone(),
+            ..RunArgs::default()
+        };
+        let target = super::endpoint::resolve(&run, &env)?;
+        let Endpoint::Url(base_url) = target.endpoint else {
+            return Err(bad(
+                "the built-in mock lives only as long as its run: name the endpoint's URL",
+            ));
+        };
+        Ok(BatchTarget {
+            results: args.results.clone(),
+            base_url,
+            api_key: target.api_key,
+        })
+    }
 }
 
 /// Parses a size: bytes, or a number with `KB`, `MB`, `GB` (powers of 1000) or `KiB`, `MiB`,

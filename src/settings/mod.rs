@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::cli::RunArgs;
 use crate::request::api::Api;
-pub use batch::BatchMode;
+pub use batch::{BatchMode, BatchTarget};
 pub use duration::{MAX_DURATION, parse_deadline, parse_duration};
 pub use endpoint::{DEFAULT_API_KEY_ENV, ENV_BASE_URL, Endpoint, Region, default_base_url};
 pub use files::{InputSpec, default_output, same_file};
