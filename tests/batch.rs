@@ -220,3 +220,32 @@ fn cancel_stops_the_live_batches_and_a_rerun_collects_their_finished_lines() {
     assert_eq!(s.batches_created, 2);
     assert_eq!(s.batch_lines_uploaded, 10 + 5);
 }
+
+#[test]
+fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(30));
+    let out = dir.path().join("out.jsonl");
+    let args = [
+        "--batch",
+        "--dry-run",
+        "--batch-max-rows",
+        "12",
+        "--max-tokens",
+        "50",
+    ];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("file 0003  6 rows"), "{stderr}");
+    assert!(stderr.contains("at the batch price"), "{stderr}");
+    assert!(!out.exists());
+    assert_eq!(mock.stats().files_uploaded, 0);
+    let (code, stderr) = run_io(
+        &input,
+        &out,
+        &mock.url(),
+        &["--batch", "--api", "dashscope"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+}

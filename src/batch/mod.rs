@@ -250,6 +250,32 @@ fn refused_outcome(p: Prepared, why: String) -> Outcome {
     }
 }
 
+/// The files `rows` would make (`--dry-run --batch`), written into `dir`.
+pub async fn plan_files(
+    dir: &std::path::Path,
+    settings: &Settings,
+    mode: &BatchMode,
+    mut rows: mpsc::Receiver<Vec<Prepared>>,
+) -> std::io::Result<Vec<files::Made>> {
+    let limits = files::Limits {
+        max_rows: mode.max_rows,
+        max_bytes: mode.max_bytes,
+        max_line: mode.max_line,
+    };
+    let (dir, style_path) = (dir.to_path_buf(), style::path(settings.api));
+    tokio::task::spawn_blocking(move || {
+        let mut maker = files::Maker::new(&dir, style_path, limits, 1, 0)?;
+        while let Some(batch) = rows.blocking_recv() {
+            for p in batch {
+                let _ = maker.add(&p.id, &p.body, &p.model, p.metadata.as_ref())?;
+            }
+        }
+        maker.finish()
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// What ends the wait between two polls early.
 pub struct Stops {
     /// Cancelled by SIGINT / SIGTERM.

@@ -11,7 +11,7 @@ use super::execute::{Ran, send_invalid, spawn_reader, start_endpoint, start_summ
 use super::prepare::Ready;
 use super::signals::Signals;
 use crate::batch;
-use crate::exit::{RunError, Stop};
+use crate::exit::{Exit, RunError, Stop};
 use crate::output;
 use crate::printer::say;
 use crate::progress::{self, Live};
@@ -115,6 +115,36 @@ pub async fn execute(ready: Ready, mode: BatchMode, signals: Signals) -> Result<
         compaction,
         held,
     })
+}
+
+/// `--dry-run --batch`: the batch files the run would make (written to a temporary folder
+/// and counted), then the dry run's report at the batch price. Nothing is uploaded.
+pub async fn dry_run(mut ready: Ready, mode: BatchMode) -> Result<Exit, RunError> {
+    let tmp = tempfile::tempdir().map_err(RunError::Batch)?;
+    let to_send = ready.plan.rows_total - ready.rows_skipped;
+    let (row_tx, row_rx) = mpsc::channel(4);
+    let reader = spawn_reader(
+        &ready.settings,
+        ready.builder.clone(),
+        &mut ready.plan,
+        to_send,
+        row_tx,
+    );
+    let made = batch::plan_files(tmp.path(), &ready.settings, &mode, row_rx)
+        .await
+        .map_err(RunError::Batch)?;
+    let _ = reader.await;
+    let mut text = String::from("batchgen dry run (--batch): the files it would submit\n");
+    for m in &made {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            text,
+            "  file {:04}  {} rows, {} bytes, model `{}`",
+            m.seq, m.rows, m.bytes, m.model
+        );
+    }
+    crate::printer::write_raw(text.as_bytes());
+    super::prepare::dry_run(&ready)
 }
 
 fn batch_error(e: batch::SetupError) -> RunError {

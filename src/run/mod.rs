@@ -30,7 +30,10 @@ pub async fn run(settings: Settings, signals: Signals) -> Exit {
 async fn stages(settings: Settings, signals: Signals) -> Result<Exit, RunError> {
     let ready = prepare::prepare(settings).await?;
     if ready.settings.dry_run {
-        return prepare::dry_run(&ready);
+        return match ready.settings.batch.clone() {
+            Some(mode) => batched::dry_run(ready, mode).await,
+            None => prepare::dry_run(&ready),
+        };
     }
     let ran = match ready.settings.batch.clone() {
         Some(mode) => batched::execute(ready, mode, signals).await?,
