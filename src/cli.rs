@@ -22,7 +22,8 @@ pub struct Cli {
 const EXIT_CODES: &str = "Exit codes: 0 every row ok; 1 finished, some rows failed; \
 2 nothing sent (bad usage, configuration or input); 3 stopped early (credentials, billing, \
 untrusted TLS certificate, \
---max-cost, --deadline, --max-failures, output not writable or locked; a rerun resumes); 130 \
+--max-cost, --deadline, --max-failures, output not writable or locked; a rerun resumes); 4 \
+--batch --detach: batches still running at the provider (a rerun collects); 130 \
 interrupted after a clean drain (a rerun resumes).";
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +37,9 @@ pub enum Command {
     /// Join results files (the shards of one job) into one, one record per id; with
     /// --input, list the input's ids that have no record (exit 1 if any).
     Merge(Box<MergeArgs>),
+    /// The provider batches of a `run --batch`, from its journal RESULTS.batches.jsonl.
+    #[command(subcommand)]
+    Batch(BatchCommand),
     /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
     Completions {
         #[arg(value_name = "SHELL")]
@@ -351,6 +355,36 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
+    /// Send the rows through the provider's Batch API (files + batches) at the batch price,
+    /// instead of one request each: a journal RESULTS.batches.jsonl makes it resumable after
+    /// any crash; a rerun collects what a previous run submitted.
+    #[arg(long, help_heading = "Batch mode")]
+    pub batch: bool,
+
+    /// Most lines per batch file [default: 50000].
+    #[arg(long, value_name = "N", help_heading = "Batch mode")]
+    pub batch_max_rows: Option<u64>,
+
+    /// Largest batch file, e.g. `200MB` [default: 200MB; 500MB for DashScope hosts].
+    #[arg(long, value_name = "SIZE", help_heading = "Batch mode")]
+    #[serde(deserialize_with = "count_or_text")]
+    pub batch_max_bytes: Option<String>,
+
+    /// Completion window of each batch [default: 24h; DashScope accepts 24h to 336h].
+    #[arg(long, value_name = "D", help_heading = "Batch mode")]
+    #[serde(deserialize_with = "seconds_or_text")]
+    pub batch_window: Option<String>,
+
+    /// How often each live batch is polled, jittered by 10% [default: 60s].
+    #[arg(long, value_name = "D", help_heading = "Batch mode")]
+    #[serde(deserialize_with = "seconds_or_text")]
+    pub poll_interval: Option<String>,
+
+    /// Submit what is not yet submitted, collect what has finished, and exit at once: exit 4
+    /// while batches are still running at the provider (a rerun collects; fit for cron).
+    #[arg(long, requires = "batch", help_heading = "Batch mode")]
+    pub detach: bool,
+
     /// Write a plain progress line this often when stderr is not a terminal [default: 30s].
     #[arg(long, value_name = "D")]
     #[serde(deserialize_with = "seconds_or_text")]
@@ -484,6 +518,34 @@ pub struct ExportArgs {
     /// cannot be read are left out, the others are joined to their records.
     #[arg(long)]
     pub skip_invalid: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// Print each batch of the journal with its state at the provider.
+    Status(BatchArgs),
+    /// Cancel the batches still running (a later run still collects their finished lines).
+    Cancel(BatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Results file of the run (its journal is RESULTS.batches.jsonl).
+    #[arg(value_name = "RESULTS")]
+    pub results: PathBuf,
+
+    /// API base URL the run used [env: BATCHGEN_BASE_URL; default: the DashScope endpoint of
+    /// --region].
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// DashScope region for the default base URL [default: intl].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<Region>,
+
+    /// Name of the environment variable holding the API key [default: DASHSCOPE_API_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]

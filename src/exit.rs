@@ -15,6 +15,8 @@ pub enum Exit {
     Usage = 2,
     /// Stopped early: credentials, permission, billing, or output not writable.
     Stopped = 3,
+    /// Batch mode with `--detach`: batches are still running at the provider.
+    Detached = 4,
     /// Interrupted by a signal after a clean drain.
     Interrupted = 130,
 }
@@ -80,6 +82,9 @@ pub enum RunError {
     WriterPanicked(tokio::task::JoinError),
     #[error("cannot write the summary: {0}")]
     Summary(std::io::Error),
+    /// Batch mode: the journal or the batch files cannot be written or read.
+    #[error("batch mode: {0}")]
+    Batch(std::io::Error),
 }
 
 impl RunError {
@@ -105,7 +110,8 @@ impl RunError {
             | RunError::ReadOutput { .. }
             | RunError::MockEndpoint(_)
             | RunError::WriterPanicked(_)
-            | RunError::Summary(_) => Exit::Stopped,
+            | RunError::Summary(_)
+            | RunError::Batch(_) => Exit::Stopped,
         }
     }
 }
@@ -125,6 +131,10 @@ pub enum Stop {
     CostCap { spent: f64, cap: f64 },
     /// The results file could not be written; the message names it and the OS error.
     Output(String),
+    /// `--detach`: this many batches are still running at the provider.
+    Detached { live: usize },
+    /// Batch mode: a Batch API call failed for good (the message says which and why).
+    Batch(String),
 }
 
 impl Stop {
@@ -132,6 +142,7 @@ impl Stop {
     pub fn exit(&self) -> Exit {
         match self {
             Stop::Interrupted => Exit::Interrupted,
+            Stop::Detached { .. } => Exit::Detached,
             _ => Exit::Stopped,
         }
     }
@@ -152,6 +163,16 @@ impl Stop {
                 f.message
             ),
             Stop::Interrupted => return None,
+            Stop::Detached { live } => {
+                return Some(format!(
+                    "{live} batches are still running at the provider (--detach); rerun the \
+                     same command to collect them"
+                ));
+            }
+            Stop::Batch(message) => format!(
+                "stopped early: {message}; the batches already submitted go on, and a rerun \
+                 collects them"
+            ),
             Stop::Deadline => "stopped early: the --deadline passed; in-flight rows were drained, \
                  rerun to resume"
                 .to_string(),

@@ -9,6 +9,8 @@
 //!   the rows with the resume scan of the existing output;
 //! - `request` turns each row into the bytes sent, one module per API style (`style` picks
 //!   one), and reads what comes back (`reply`, `sse`);
+//! - `batch` is the other way to send them: the provider's Batch API (files of lines, a
+//!   journal of each step, polling, collecting the output into the same records);
 //! - `dispatch` hands the rows from a reader thread through a bounded queue to `-c` workers;
 //!   `worker` runs one row: its attempts, the stream switch, the JSON check (`structured`),
 //!   the cost cap;
@@ -32,6 +34,7 @@
 //! Dependencies point one way: no module imports one that imports it back, and none reaches
 //! up to this file (`tests/layout.rs` checks both).
 
+pub mod batch;
 pub mod cli;
 pub mod client;
 pub mod dispatch;
@@ -86,6 +89,19 @@ pub async fn main_with(cli: Cli) -> Exit {
                 Exit::Usage
             }
         },
+        Command::Batch(cmd) => {
+            let (args, cancel) = match cmd {
+                cli::BatchCommand::Status(a) => (a, false),
+                cli::BatchCommand::Cancel(a) => (a, true),
+            };
+            match settings::BatchTarget::resolve(&args, |k| std::env::var(k).ok()) {
+                Ok(target) => batch::command(&target, cancel).await,
+                Err(e) => {
+                    say(format_args!("error: {e}"));
+                    Exit::Usage
+                }
+            }
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();

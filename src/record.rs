@@ -35,6 +35,8 @@ pub struct Outcome {
     pub possibly_billed: u32,
     /// The model the row's request named: the record's `model` when the answer names none.
     pub model: Arc<str>,
+    /// The provider batch that answered the row (batch mode); sync records have none.
+    pub batch_id: Option<Arc<str>>,
 }
 
 // ---- Writing a record ----
@@ -60,6 +62,8 @@ struct OkRecord<'a> {
     tool_calls: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +83,8 @@ struct ErrorRecord<'a> {
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<&'a str>,
 }
 
 /// Appends the record of an outcome, as one line, to `buf`.
@@ -103,6 +109,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                 tool_calls: r.tool_calls.as_ref(),
                 request_hash: &hash,
                 metadata: o.metadata.as_ref(),
+                batch_id: o.batch_id.as_deref(),
             },
         )?,
         Err(f) => serde_json::to_writer(
@@ -119,6 +126,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                 attempts: o.attempts,
                 request_hash: &hash,
                 metadata: o.metadata.as_ref(),
+                batch_id: o.batch_id.as_deref(),
             },
         )?,
     }
@@ -406,6 +414,7 @@ mod tests {
             latency_ms: 12,
             possibly_billed: 0,
             model: Arc::from("qwen-plus"),
+            batch_id: None,
         }
     }
 

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     InvalidOutput,
     InvalidInput,
     BadResponse,
+    /// A provider batch ended (expired or cancelled) before the row ran.
+    Expired,
 }
 
 impl ErrorKind {
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::InvalidOutput => "invalid_output",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::BadResponse => "bad_response",
+            ErrorKind::Expired => "expired",
         }
     }
 }

@@ -394,5 +394,6 @@ async fn run_row(shared: &Shared, p: Prepared, tally: &Tally) -> Option<Outcome>
         latency_ms: last_ms.load(Relaxed),
         possibly_billed: tally.billed.load(Relaxed),
         model: p.model,
+        batch_id: None,
     })
 }

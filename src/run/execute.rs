@@ -39,8 +39,8 @@ pub struct Ran {
     pub summary: Summary,
     /// How the writes went: the first error, when one failed.
     pub written: std::io::Result<()>,
-    /// The workers' state, for the reason the run stopped early, if it did.
-    pub shared: Arc<Shared>,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<Stop>,
     pub compaction: Compaction,
     pub held: Held,
 }
@@ -152,7 +152,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         output_name,
         summary,
         written,
-        shared,
+        stopped: shared.stopped.get().cloned(),
         compaction,
         held,
     })
@@ -160,7 +160,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
 
 /// The base URL to send to: the configured one, or that of an in-process mock for
 /// `--base-url mock`, which the caller shuts down once every outcome is written.
-async fn start_endpoint(
+pub(super) async fn start_endpoint(
     settings: &Settings,
 ) -> Result<(Option<mock::MockServer>, String), RunError> {
     match &settings.endpoint {
@@ -216,7 +216,7 @@ fn connect(settings: &Settings, base_url: &str, flow: Arc<Flow>) -> Result<Clien
 }
 
 /// The summary the writer fills in, and a warning when the model has no price.
-fn start_summary(
+pub(super) fn start_summary(
     settings: &Settings,
     plan: &Plan,
     rows_skipped: u64,
@@ -293,7 +293,7 @@ fn watch_stops(shared: &Arc<Shared>, started: Instant) -> Option<JoinHandle<()>>
 
 /// Starts the reader thread, which feeds `tx` with the rows still to send: the requests
 /// validation kept, or the input read again. `to_send` counts the rows not skipped.
-fn spawn_reader(
+pub(super) fn spawn_reader(
     settings: &Settings,
     builder: Builder,
     plan: &mut Plan,
@@ -322,7 +322,7 @@ fn spawn_reader(
 }
 
 /// Sends the `invalid_input` record of each row `--skip-invalid` let through.
-async fn send_invalid(
+pub(super) async fn send_invalid(
     plan: &mut Plan,
     input_name: &str,
     model: &Arc<str>,
@@ -344,6 +344,7 @@ async fn send_invalid(
             latency_ms: 0,
             possibly_billed: 0,
             model: model.clone(),
+            batch_id: None,
         };
         if out.send(outcome).await.is_err() {
             break;

@@ -16,7 +16,7 @@ pub fn finish(ran: Ran) -> Exit {
         output_name,
         summary,
         written,
-        shared,
+        stopped,
         compaction,
         held,
     } = ran;
@@ -37,15 +37,17 @@ pub fn finish(ran: Ran) -> Exit {
     let write_error = written.err().map(|e| Stop::Output(e.to_string()));
     let stopped = write_error.as_ref().or_else(|| {
         // A deadline that passed as the last rows finished stopped nothing.
-        shared
-            .stopped
-            .get()
+        stopped
+            .as_ref()
             .filter(|s| !(matches!(s, Stop::Deadline) && all_finished))
     });
     let exit = match stopped {
         Some(stop) => {
-            if let Some(message) = stop.message() {
-                say(format_args!("error: {message}"));
+            match stop.message() {
+                // Not an error: the batches go on, and a rerun collects them.
+                Some(message) if matches!(stop, Stop::Detached { .. }) => say(message),
+                Some(message) => say(format_args!("error: {message}")),
+                None => {}
             }
             stop.exit()
         }

@@ -1,8 +1,10 @@
 //! `batchgen run` in three stages, each handing the next a plain struct: `prepare` (spool,
 //! lock, `--fresh`, the scan beside the plan, the dry run) -> `execute` (the client, the
 //! reader, the workers, the writer, the progress display) -> `finish` (compaction, the exit
-//! code, the report). `signals` turns SIGINT and SIGTERM into the tokens a run stops by.
+//! code, the report); in batch mode `batched` takes `execute`'s place. `signals` turns
+//! SIGINT and SIGTERM into the tokens a run stops by.
 
+mod batched;
 mod execute;
 mod finish;
 mod prepare;
@@ -28,8 +30,14 @@ pub async fn run(settings: Settings, signals: Signals) -> Exit {
 async fn stages(settings: Settings, signals: Signals) -> Result<Exit, RunError> {
     let ready = prepare::prepare(settings).await?;
     if ready.settings.dry_run {
-        return prepare::dry_run(&ready);
+        return match ready.settings.batch.clone() {
+            Some(mode) => batched::dry_run(ready, mode).await,
+            None => prepare::dry_run(&ready),
+        };
     }
-    let ran = execute::execute(ready, signals).await?;
+    let ran = match ready.settings.batch.clone() {
+        Some(mode) => batched::execute(ready, mode, signals).await?,
+        None => execute::execute(ready, signals).await?,
+    };
     Ok(finish::finish(ran))
 }

@@ -316,7 +316,15 @@ pub fn dry_run(ready: &Ready) -> Result<Exit, RunError> {
             .map(|c| c * to_send as f64),
         _ => None,
     };
-    let (low, high) = (low.map(pricing::round_cost), high.map(pricing::round_cost));
+    // Batch mode pays the batch price.
+    let share = match (&settings.batch, price) {
+        (Some(_), Some(p)) => 1.0 - p.batch_discount(),
+        _ => 1.0,
+    };
+    let (low, high) = (
+        low.map(|c| pricing::round_cost(c * share)),
+        high.map(|c| pricing::round_cost(c * share)),
+    );
     let currency = price.map_or("", |p| p.currency());
     let mut out = String::new();
     use std::fmt::Write as _;
@@ -360,11 +368,16 @@ pub fn dry_run(ready: &Ready) -> Result<Exit, RunError> {
     };
     let _ = writeln!(
         out,
-        "  cost       {range}, model `{model}`{}",
+        "  cost       {range}, model `{model}`{}{}",
         price
             .and_then(|p| p.source())
             .map(|s| format!(" (prices: {s})"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if settings.batch.is_some() {
+            ", at the batch price"
+        } else {
+            ""
+        }
     );
     crate::printer::write_raw(out.as_bytes());
     if let Some(path) = &settings.summary_json {

@@ -5,9 +5,10 @@
 //!
 //! Each concern resolves in its own file: the files ([`files`]), the endpoint and key
 //! ([`endpoint`], [`key`]), the generation parameters ([`params`]), the limits and stops
-//! ([`limits`], with [`duration`]); `job` reads a job file into the same flags as the
-//! command line, and [`mock`] resolves `mock-server`.
+//! ([`limits`], with [`duration`]), batch mode ([`batch`]); `job` reads a job file into the
+//! same flags as the command line, and [`mock`] resolves `mock-server`.
 
+pub mod batch;
 pub mod duration;
 pub mod endpoint;
 pub mod export;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use crate::cli::RunArgs;
 use crate::input::ids::Shard;
 use crate::request::api::Api;
+pub use batch::{BatchMode, BatchTarget};
 pub use duration::{MAX_DURATION, parse_deadline, parse_duration};
 pub use endpoint::{DEFAULT_API_KEY_ENV, ENV_BASE_URL, Endpoint, Region, default_base_url};
 pub use files::{ENV_SHARD, InputSpec, default_output, same_file, shard_output};
@@ -92,6 +94,8 @@ pub struct Settings {
     pub progress: ProgressMode,
     pub progress_interval: Duration,
     pub quiet: bool,
+    /// `--batch`: the rows go through the provider's Batch API.
+    pub batch: Option<BatchMode>,
 }
 
 /// Resolves a `run` command line into settings. `env` looks up environment variables.
@@ -121,6 +125,7 @@ pub fn resolve(
         return Err(bad("--progress-interval must be more than zero"));
     }
     let deadline = limits::deadline(&args)?;
+    let batch = batch::resolve(&args, target.api, &target.endpoint)?;
     Ok(Settings {
         input,
         shard,
@@ -161,6 +166,7 @@ pub fn resolve(
         },
         progress_interval,
         quiet: args.quiet,
+        batch,
     })
 }
 

@@ -1,0 +1,251 @@
+//! Black-box tests of `run --batch` against the mock's Batch API on loopback: the whole cycle,
+//! expiry and resubmission of only the lines that did not run, the batch price, and reruns
+//! after `kill -9` that create no second batch for the same rows.
+
+mod common;
+
+use std::time::Duration;
+
+use batchgen::mock::MockConfig;
+use common::*;
+
+fn endpoint() -> Endpoint {
+    Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(100),
+        ..MockConfig::default()
+    })
+}
+
+const FAST: [&str; 4] = ["--batch", "--poll-interval", "0.05", "--quiet"];
+
+#[test]
+fn the_whole_cycle_writes_one_record_per_row_at_half_the_sync_cost() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(25));
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-rows", "10"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 25);
+    assert!(
+        recs.values()
+            .all(|r| r["status"] == "ok" && r["batch_id"].is_string())
+    );
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (3, 25));
+
+    // The same rows, synchronously: the same request hashes, twice the cost.
+    let sync_out = dir.path().join("sync.jsonl");
+    let (code, stderr) = run_io(&input, &sync_out, &mock.url(), &["--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let sync = by_id(&records(&sync_out));
+    for (id, r) in &recs {
+        let s = &sync[id];
+        assert_eq!(r["request_hash"], s["request_hash"], "{id}");
+        assert!(s.get("batch_id").is_none());
+        assert_eq!(r["usage"], s["usage"], "{id}");
+        let (b, c) = (r["cost"].as_f64(), s["cost"].as_f64());
+        assert!(b.is_some() && c.is_some(), "{id}: priced");
+        let (b, c) = (b.unwrap_or(0.0), c.unwrap_or(0.0));
+        assert!((b * 2.0 - c).abs() < 1e-9, "{id}: {b} is not half of {c}");
+    }
+    // Done rows are done in either mode: a rerun sends nothing.
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mock.stats().batches_created, 3);
+}
+
+#[test]
+fn expired_lines_alone_are_sent_again_in_the_same_run() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = prompts_jsonl(20);
+    for i in [3, 9, 14, 17] {
+        text = text.replace(
+            &format!("number {i}:"),
+            &format!("number {i}: [mock:batch-expire]"),
+        );
+    }
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--max-retries", "1"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    // The trigger travels with the lines, so they expire again and keep `expired` records.
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 20);
+    let expired: Vec<&String> = recs
+        .iter()
+        .filter(|(_, r)| r["error"]["kind"] == "expired")
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(expired.len(), 4, "{recs:?}");
+    let s = mock.stats();
+    assert_eq!(s.batch_lines_uploaded, 20 + 4);
+    assert_eq!(s.batches_created, 2);
+}
+
+/// Starts `run --batch` and kills it (SIGKILL) once its journal holds `event`.
+fn kill_after(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) {
+    let journal = {
+        let mut p = out.as_os_str().to_owned();
+        p.push(".batches.jsonl");
+        std::path::PathBuf::from(p)
+    };
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .args(["run", path(input), "-o", path(out), "--base-url", url])
+        .args(["--batch", "--poll-interval", "30s", "--quiet"])
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let needle = format!("\"event\":\"{event}\"");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
+        assert!(std::time::Instant::now() < until, "no {event} event");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
+
+/// Drops the journal's lines of `event`: as if the crash came just before it was journaled.
+fn forget(out: &std::path::Path, event: &str) {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".batches.jsonl");
+    let text = std::fs::read_to_string(&p).expect("journal");
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(&format!("\"event\":\"{event}\"")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p, kept).expect("journal");
+}
+
+#[test]
+fn a_rerun_after_kill_9_creates_no_second_batch() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(300),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
+    let (mut uploaded, mut created) = (0, 0);
+    for (case, event, lost) in [
+        ("upload", "uploaded", None),
+        ("create", "created", Some("created")),
+        ("waiting", "created", None),
+    ] {
+        let out = dir.path().join(format!("{case}.jsonl"));
+        kill_after(&input, &out, &mock.url(), event);
+        if let Some(e) = lost {
+            forget(&out, e);
+        }
+        let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+        assert_eq!(code, 0, "{case}: {stderr}");
+        let recs = by_id(&records(&out));
+        assert_eq!(recs.len(), 12, "{case}");
+        assert!(recs.values().all(|r| r["status"] == "ok"), "{case}");
+        let s = mock.stats();
+        assert_eq!(
+            s.batch_lines_uploaded - uploaded,
+            12,
+            "{case}: rows sent twice"
+        );
+        assert_eq!(s.batches_created - created, 1, "{case}: a second batch");
+        (uploaded, created) = (s.batch_lines_uploaded, s.batches_created);
+    }
+}
+
+#[test]
+fn detach_exits_4_while_batches_run_and_a_rerun_collects() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(400),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(8));
+    let out = dir.path().join("out.jsonl");
+    let detach = ["--batch", "--detach", "--quiet"];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &detach);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("still running"), "{stderr}");
+    let status = batchgen()
+        .args(["batch", "status", path(&out), "--base-url", &mock.url()])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("batch_"));
+    let mut code = 4;
+    for _ in 0..100 {
+        (code, _) = run_io(&input, &out, &mock.url(), &detach);
+        if code != 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(code, 0);
+    assert_eq!(by_id(&records(&out)).len(), 8);
+    assert_eq!(mock.stats().batches_created, 1);
+}
+
+#[test]
+fn cancel_stops_the_live_batches_and_a_rerun_collects_their_finished_lines() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(400),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(10));
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &["--batch", "--detach", "-q"]);
+    assert_eq!(code, 4, "{stderr}");
+    let cancel = batchgen()
+        .args(["batch", "cancel", path(&out), "--base-url", &mock.url()])
+        .output()
+        .expect("cancel");
+    assert_eq!(cancel.status.code(), Some(0));
+    assert_eq!(mock.stats().batches_cancelled, 1);
+    // The lines the cancel left unrun are sent again in a new batch.
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 10);
+    let s = mock.stats();
+    assert_eq!(s.batches_created, 2);
+    assert_eq!(s.batch_lines_uploaded, 10 + 5);
+}
+
+#[test]
+fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(30));
+    let out = dir.path().join("out.jsonl");
+    let args = [
+        "--batch",
+        "--dry-run",
+        "--batch-max-rows",
+        "12",
+        "--max-tokens",
+        "50",
+    ];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("file 0003  6 rows"), "{stderr}");
+    assert!(stderr.contains("at the batch price"), "{stderr}");
+    assert!(!out.exists());
+    assert_eq!(mock.stats().files_uploaded, 0);
+    let (code, stderr) = run_io(
+        &input,
+        &out,
+        &mock.url(),
+        &["--batch", "--api", "dashscope"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+}
