@@ -18,6 +18,7 @@ pub mod limits;
 pub mod merge;
 pub mod mock;
 pub mod params;
+pub mod report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct Settings {
     pub progress: ProgressMode,
     pub progress_interval: Duration,
     pub quiet: bool,
+    /// `--report FILE`: the HTML run report written at the end.
+    pub report: Option<PathBuf>,
 }
 
 /// Resolves a `run` command line into settings. `env` looks up environment variables.
@@ -152,6 +155,7 @@ pub fn resolve(
         },
         progress_interval,
         quiet: args.quiet,
+        report: args.report,
     })
 }
 
