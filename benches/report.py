@@ -87,10 +87,10 @@ def verdicts(recs):
                                 "PASS" if x >= 10 and complete(bg) else "FAIL"))
             else:
                 targets.append((s, ">= 10x Python rows/s", "no Python run", "n/a"))
-            if wrk and bg:
-                x = bg["rows_per_s"] / wrk["rows_per_s"]
-                targets.append((s, ">= 50% of wrk req/s", f"{100 * x:.0f}%",
-                                "PASS" if x >= 0.5 and complete(bg) else "FAIL"))
+        if s in ("c64", "nginx") and wrk and bg:
+            x = bg["rows_per_s"] / wrk["rows_per_s"]
+            targets.append((s, ">= 50% of wrk req/s" + (" (nginx, fixed answer)" if s == "nginx" else ""),
+                            f"{100 * x:.0f}%", "PASS" if x >= 0.5 and complete(bg) else "FAIL"))
         if s == "slow" and bg:
             ideal = bg["rows"] / bg["c"] * bg["latency_ms"] / 1000.0
             over = 100.0 * (bg["wall_s"] / ideal - 1.0)

@@ -4,7 +4,7 @@
 #   benches/run.sh [--quick] [--no-python] [--repeat N] [--bin PATH] [--scenario NAME ...]
 #
 # --bin PATH: measure this batchgen binary (say, an older build kept aside) instead of building.
-# Scenarios: c64 c256 slow memory resume (default: all). Results: a table on stdout,
+# Scenarios: c64 c256 slow nginx memory resume (default: all). Results: a table on stdout,
 # target/bench/results.md (Markdown) and target/bench/results.jsonl (raw).
 set -euo pipefail
 
@@ -12,7 +12,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 OPENAI_VERSION=${BENCH_OPENAI_VERSION:-3.57.0}
-ALL_SCENARIOS=(c64 c256 slow memory resume)
+ALL_SCENARIOS=(c64 c256 slow nginx memory resume)
 QUICK=0
 PYTHON=1
 REPEAT=
@@ -185,6 +185,51 @@ start_mock() { # LATENCY_MS
     log "mock-server (latency ${ms} ms) at $url, pid ${MOCK_PID[$ms]}"
 }
 
+# A fixed-response endpoint much faster than the mock: nginx, one worker, answering every
+# POST with the same chat completion at once (the core `return` directive; nginx reads and
+# drops the request body itself). Installed with apt-get when missing and run as root.
+start_nginx() {
+    local dir=$ROOT/$OUT/nginx port i
+    [[ -n ${MOCK_PID[nginx]:-} ]] && return 0
+    if ! command -v nginx >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "installing nginx (apt-get install nginx-light)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light ||
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx; } >&2 ||
+            log "warning: apt-get install nginx failed"
+    fi
+    command -v nginx >/dev/null || die "nginx is required for the nginx scenario (Debian: apt-get install nginx-light)"
+    mkdir -p "$dir/logs"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$dir/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_buffer_size 64k;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type application/json;
+            return 200 '{"id":"chatcmpl-fixed","object":"chat.completion","created":1,"model":"qwen-plus","choices":[{"index":0,"message":{"role":"assistant","content":"A short fixed answer for the benchmark."},"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}';
+        }
+    }
+}
+CONF
+    nginx -p "$dir" -c "$dir/nginx.conf" 2>"$dir/logs/stderr.log" &
+    MOCK_PID[nginx]=$!
+    MOCK_URL[nginx]="http://127.0.0.1:$port/v1"
+    for i in $(seq 100); do
+        curl -sf -X POST -d '{}' "${MOCK_URL[nginx]}/chat/completions" >/dev/null && break
+        kill -0 "${MOCK_PID[nginx]}" 2>/dev/null || die "nginx exited: $(cat "$dir/logs/stderr.log" "$dir/logs/error.log" 2>/dev/null)"
+        sleep 0.1
+    done
+    log "nginx (one worker, fixed answer) at ${MOCK_URL[nginx]}, pid ${MOCK_PID[nginx]}"
+}
+
 # CPU seconds (user+sys) a process has used so far.
 TICKS=$(getconf CLK_TCK)
 proc_cpu() {
@@ -196,16 +241,18 @@ minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", a - b }'; }
 # ---------------------------------------------------------------------------------------------
 # The three tools.
 
-# run_wrk SCENARIO LATENCY_MS C
+# run_wrk SCENARIO LATENCY_MS C [ENDPOINT [THREADS]] (ENDPOINT: a key of MOCK_URL, default the
+# mock of that latency)
 run_wrk() {
-    local s=$1 ms=$2 c=$3 url=${MOCK_URL[$2]} tf=$OUT/$1.wrk.$RUN.time wl=$OUT/$1.wrk.$RUN.log
+    local s=$1 ms=$2 c=$3 key=${4:-$2} threads=${5:-2}
+    local url=${MOCK_URL[$key]} tf=$OUT/$1.wrk.$RUN.time wl=$OUT/$1.wrk.$RUN.log
     local m0 m1 rate reqs dur non2xx p50 note=""
-    log "$s: wrk -t2 -c$c -d$WRK_DURATION (latency ${ms} ms) [run $RUN]"
-    m0=$(proc_cpu "${MOCK_PID[$ms]}")
+    log "$s: wrk -t$threads -c$c -d$WRK_DURATION (endpoint $key) [run $RUN]"
+    m0=$(proc_cpu "${MOCK_PID[$key]}")
     BENCH_BODY_FILE=$BODY_FILE /usr/bin/time -v -o "$tf" \
-        wrk -t2 -c"$c" -d"$WRK_DURATION" --timeout 10s --latency -s benches/wrk_chat.lua \
+        wrk -t"$threads" -c"$c" -d"$WRK_DURATION" --timeout 10s --latency -s benches/wrk_chat.lua \
         "$url/chat/completions" >"$wl" 2>&1 || die "wrk failed: $(cat "$wl")"
-    m1=$(proc_cpu "${MOCK_PID[$ms]}")
+    m1=$(proc_cpu "${MOCK_PID[$key]}")
     rate=$(awk '/^Requests\/sec:/ { print $2 }' "$wl")
     reqs=$(awk '/requests in/ { print $1; exit }' "$wl")
     dur=$(sed -n 's/.*requests in \([0-9.]*\)\(m\{0,1\}s\).*/\1 \2/p' "$wl" |
@@ -254,22 +301,22 @@ print(int(round(rate * total)), total, rate)' "$ol") || {
         --latency-ms "$ms"
 }
 
-# run_batchgen SCENARIO LATENCY_MS C ROWS_FILE N OUT_FILE [resume]
+# run_batchgen SCENARIO LATENCY_MS C ROWS_FILE N OUT_FILE [fresh|resume [ENDPOINT]]
 run_batchgen() {
-    local s=$1 ms=$2 c=$3 rows=$4 n=$5 out=$6 mode=${7:-fresh}
-    local url=${MOCK_URL[$2]} tf=$OUT/$1.batchgen.$RUN.time bl=$OUT/$1.batchgen.$RUN.log
+    local s=$1 ms=$2 c=$3 rows=$4 n=$5 out=$6 mode=${7:-fresh} key=${8:-$2}
+    local url=${MOCK_URL[$key]} tf=$OUT/$1.batchgen.$RUN.time bl=$OUT/$1.batchgen.$RUN.log
     local sj=$OUT/$1.batchgen.$RUN.summary.json m0 m1 t0 t1 rc=0 ok note=""
     if [[ $mode == fresh ]]; then
         rm -f "$out" "$out.lock" "$out".prev*
     fi
     rm -f "$sj"
     log "$s: batchgen run $n rows, -c $c (latency ${ms} ms, $mode) [run $RUN]"
-    m0=$(proc_cpu "${MOCK_PID[$ms]}")
+    m0=$(proc_cpu "${MOCK_PID[$key]}")
     t0=$(now)
     /usr/bin/time -v -o "$tf" "$BIN" run "$rows" -o "$out" --base-url "$url" -c "$c" \
         --no-progress -q --summary-json "$sj" 2>"$bl" || rc=$?
     t1=$(now)
-    m1=$(proc_cpu "${MOCK_PID[$ms]}")
+    m1=$(proc_cpu "${MOCK_PID[$key]}")
     [[ $rc == 0 ]] || note="exit $rc: $(head -c 200 "$bl" | tr '\n' ' ')"
     if [[ $mode == resume ]]; then
         ok=$($REPORT json-field "$sj" rows_skipped 2>/dev/null || echo 0)
@@ -339,6 +386,18 @@ scenario_slow() {
     run_python slow "$SLOW_LATENCY_MS" 256 "$rows" "$N_SLOW"
 }
 
+# Against nginx's fixed answer: how near the wire the runner gets (wrk -t1, as one worker).
+scenario_nginx() {
+    local rows
+    start_nginx
+    rows=$(rows_file "$N_FAST")
+    for RUN in $(seq "$REPEAT"); do
+        run_wrk nginx 0 64 nginx 1
+        run_batchgen nginx 0 64 "$rows" "$N_FAST" "$OUT/nginx.out.jsonl" fresh nginx
+    done
+    RUN=1
+}
+
 scenario_memory() {
     local rows
     start_mock 0
@@ -372,6 +431,7 @@ for s in "${SCENARIOS[@]}"; do
         c64) scenario_fast c64 64 ;;
         c256) scenario_fast c256 256 ;;
         slow) scenario_slow ;;
+        nginx) scenario_nginx ;;
         memory) scenario_memory ;;
         resume) scenario_resume ;;
     esac

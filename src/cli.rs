@@ -166,6 +166,8 @@ pub enum InputFormat {
     Jsonl,
     /// Comma-separated values with a header row.
     Csv,
+    /// Apache Parquet.
+    Parquet,
 }
 
 run_flags! {
@@ -173,7 +175,7 @@ run_flags! {
 #[derive(Debug, Default, Args, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunArgs {
-    /// Input file (.jsonl or .csv, optionally .gz), or `-` for stdin.
+    /// Input file (.jsonl or .csv, optionally .gz, or .parquet), or `-` for stdin.
     #[arg(value_name = "INPUT")]
     pub input: Option<PathBuf>,
 
@@ -369,6 +371,21 @@ pub struct RunArgs {
     #[arg(skip)]
     pub params: Option<Map<String, Value>>,
 
+    /// Send only shard K of N (0 <= K < N): the rows whose id hashes to K modulo N. Every
+    /// shard validates the whole input [env: BATCHGEN_SHARD; default output:
+    /// INPUT.shard-K-of-N.results.jsonl].
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+
+    /// Share --rpm, --tpm and the 429 cool-down through this Redis (redis://HOST:PORT) with
+    /// every process on the same --limits-key [env: BATCHGEN_REDIS_URL].
+    #[arg(long, value_name = "URL")]
+    pub limits_redis: Option<String>,
+
+    /// The Redis key prefix of the shared limits [default: the base URL's host and the model].
+    #[arg(long, value_name = "KEY")]
+    pub limits_key: Option<String>,
+
     /// Also write the run report (one self-contained HTML page) to FILE at the end, also
     /// after an interrupt or an early stop.
     #[arg(long, value_name = "FILE")]
@@ -431,6 +448,16 @@ pub struct MockServerArgs {
     /// Require `Authorization: Bearer <the value of VAR>`; other requests get 401.
     #[arg(long, value_name = "VAR")]
     pub require_key_env: Option<String>,
+
+    /// How long a batch of the Batch API stays in each state (validating, in_progress,
+    /// finalizing, cancelling).
+    #[arg(long, default_value = "1s", value_name = "D")]
+    pub batch_step: String,
+
+    /// Fault rates of the Files and Batches calls, in the --faults syntax; only 429, 500 and
+    /// 503 apply, e.g. `429=0.2,503=0.1`.
+    #[arg(long, default_value = "", value_name = "SPEC")]
+    pub batch_faults: String,
 }
 
 #[derive(Debug, Args)]
@@ -441,7 +468,7 @@ pub struct ExportArgs {
     #[arg(value_name = "RESULTS", num_args = 0..)]
     pub results: Vec<PathBuf>,
 
-    /// The input file the run read (.jsonl or .csv, optionally .gz).
+    /// The input file the run read (.jsonl or .csv, optionally .gz, or .parquet).
     #[arg(long, value_name = "INPUT")]
     pub input: PathBuf,
 

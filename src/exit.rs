@@ -55,6 +55,9 @@ pub enum RunError {
     Client(anyhow::Error),
     #[error("--json-schema: {0}")]
     Schema(String),
+    /// `--limits-redis` does not answer at the start; the message names the URL.
+    #[error("{0}")]
+    LimitsRedis(String),
     #[error("cannot spool stdin: {0}")]
     Spool(std::io::Error),
     #[error("output not writable: {0}")]
@@ -92,7 +95,8 @@ impl RunError {
             | RunError::ReadInput { .. }
             | RunError::InvalidRows { .. }
             | RunError::Client(_)
-            | RunError::Schema(_) => Exit::Usage,
+            | RunError::Schema(_)
+            | RunError::LimitsRedis(_) => Exit::Usage,
             RunError::Spool(_)
             | RunError::OutputNotWritable(_)
             | RunError::Lock(_)

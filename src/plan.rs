@@ -2,10 +2,10 @@
 //! builds every request, so bad input is found first (with duplicates of an id); `Plan::resume`
 //! then joins it with the scan of the existing output, to skip the rows already done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::input::ids::id_key;
-use crate::input::ids::{OwnId, record_id};
+use crate::input::ids::{OwnId, Shard, record_id};
 use crate::input::{self, Item, Problem};
 use crate::output::resume::{Previous, Status};
 use crate::request::{Builder, Prepared};
@@ -28,7 +28,10 @@ type PlannedRow = (u128, u64, u32, u32);
 /// What the validation pass learned about the input.
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// The rows of the input; with `--shard`, of this shard only (see [`Plan::keep_shard`]).
     pub rows_total: u64,
+    /// With `--shard`: the rows that belong to the other shards, neither sent nor counted.
+    pub rows_other_shards: u64,
     /// Rows whose latest record in the existing output is `ok`, for the same request.
     pub rows_done: u64,
     /// Rows done with a request that would now differ.
@@ -40,6 +43,11 @@ pub struct Plan {
     pub problem_count: u64,
     /// With `--skip-invalid`: every bad row, as (line, id for its record, reason).
     pub invalid: Vec<(u64, String, String)>,
+    /// The id key that places each of `invalid` in a shard: its row's own id when it has one
+    /// (so the later row of a duplicate goes with the first), else its record id.
+    invalid_keys: Vec<u128>,
+    /// With `--shard`: the lines of invalid rows that other shards record. Never sent here.
+    invalid_elsewhere: Vec<u64>,
     /// The bad rows as found, before their ids can be resolved (see [`Plan::resolve_invalid`]).
     pending: Vec<PendingInvalid>,
     /// Bit per row number: set for rows the run skips (done, or changed without
@@ -77,8 +85,7 @@ impl Plan {
     /// a duplicate id) is neither: it gets its `invalid_input` record.
     pub fn resume(&mut self, prev: &Previous, rerun_changed: bool) {
         let estimates = self.estimates.take().unwrap_or_default();
-        let invalid: std::collections::HashSet<u64> =
-            self.invalid.iter().map(|(line, _, _)| *line).collect();
+        let invalid = self.invalid_lines();
         for (key, hash, number, line) in std::mem::take(&mut self.rows) {
             if invalid.contains(&u64::from(line)) {
                 continue;
@@ -101,6 +108,60 @@ impl Plan {
                 self.est_input_tokens += u64::from(*e);
             }
         }
+    }
+}
+
+impl Plan {
+    /// Keeps only the rows of `shard`, before [`Plan::resume`]: the others are marked to skip
+    /// and leave `rows_total` for `rows_other_shards`, so that they count neither as done nor
+    /// as failed. The whole input was validated first, so a duplicate id is found whichever
+    /// shards its rows fall in.
+    pub fn keep_shard(&mut self, shard: Shard) {
+        let mut mine_by_line: HashMap<u64, bool> = HashMap::new();
+        let mut invalid = Vec::new();
+        let mut keys = Vec::new();
+        for (row, key) in std::mem::take(&mut self.invalid)
+            .into_iter()
+            .zip(std::mem::take(&mut self.invalid_keys))
+        {
+            let mine = shard.owns(key);
+            mine_by_line.insert(row.0, mine);
+            if mine {
+                invalid.push(row);
+                keys.push(key);
+            } else {
+                self.invalid_elsewhere.push(row.0);
+            }
+        }
+        let mut mine = invalid.len() as u64;
+        (self.invalid, self.invalid_keys) = (invalid, keys);
+        let skip = &mut self.skip_rows;
+        self.rows.retain(|&(key, _, number, line)| {
+            // An invalid row is counted (and recorded) as its invalid entry says, above.
+            match mine_by_line.get(&u64::from(line)) {
+                Some(_) => true,
+                None if shard.owns(key) => {
+                    mine += 1;
+                    true
+                }
+                None => {
+                    set_bit(skip, u64::from(number));
+                    false
+                }
+            }
+        });
+        self.rows_other_shards = self.rows_total.saturating_sub(mine);
+        self.rows_total = mine;
+    }
+
+    /// The lines of every invalid row, this shard's and the others': the reader never sends
+    /// them.
+    pub fn invalid_lines(&self) -> HashSet<u64> {
+        self.invalid
+            .iter()
+            .map(|(line, _, _)| *line)
+            .chain(self.invalid_elsewhere.iter().copied())
+            .collect()
     }
 }
 
@@ -154,6 +215,10 @@ impl Plan {
                 _ => {
                     let dup = duplicates.contains_key(&line);
                     let id = record_id(line, number, &own, self.own_ids, dup);
+                    self.invalid_keys.push(match &own {
+                        Ok(Some(own)) => id_key(own),
+                        _ => id_key(&id),
+                    });
                     self.invalid.push((line, id, reason));
                 }
             }

@@ -37,6 +37,9 @@ pub struct Summary {
     pub truncated: u64,
     pub errors: BTreeMap<&'static str, u64>,
     pub errors_by_code: BTreeMap<String, u64>,
+    /// With `--shard`: the shard (`K/N`) and the rows of the input that belong to the others,
+    /// which `rows_total` leaves out.
+    pub shard: Option<(String, u64)>,
     latency: Histogram<u64>,
 }
 
@@ -62,6 +65,7 @@ impl Summary {
             truncated: 0,
             errors: BTreeMap::new(),
             errors_by_code: BTreeMap::new(),
+            shard: None,
             // Three significant figures from 1 ms to an hour; values above are clamped.
             latency: Histogram::new_with_bounds(1, 3_600_000, 3)
                 .expect("constant histogram bounds are valid"),
@@ -220,6 +224,8 @@ impl Summary {
                 .map(|(k, v)| ((*k).to_string(), *v))
                 .collect(),
             errors_by_code: self.errors_by_code.clone(),
+            shard: self.shard.as_ref().map(|(s, _)| s.clone()),
+            rows_other_shards: self.shard.as_ref().map(|(_, n)| *n),
             possibly_billed: self.possibly_billed,
             truncated: self.truncated,
             exit_code,
@@ -268,6 +274,12 @@ pub struct Report {
     pub latency_ms: Latency,
     pub errors: BTreeMap<String, u64>,
     pub errors_by_code: BTreeMap<String, u64>,
+    /// With `--shard`: `K/N`. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// With `--shard`: the input's rows that other shards send (not in `rows_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_other_shards: Option<u64>,
     pub possibly_billed: u64,
     pub truncated: u64,
     pub exit_code: i32,
@@ -283,6 +295,12 @@ impl Report {
             "  rows       {} total: {} ok, {} failed, {} skipped (done before), {} not sent",
             self.rows_total, self.rows_ok, self.rows_failed, self.rows_skipped, self.rows_unsent
         )?;
+        if let (Some(shard), Some(other)) = (&self.shard, self.rows_other_shards) {
+            writeln!(
+                w,
+                "  shard      {shard}: {other} more rows of the input belong to other shards"
+            )?;
+        }
         writeln!(
             w,
             "  requests   {} ({} retries), {} possibly billed without an answer, {} truncated by max tokens",

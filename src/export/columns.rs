@@ -51,6 +51,13 @@ pub(super) fn read_columns(path: &Path, format: Format) -> io::Result<Columns> {
     match format {
         Format::Csv => csv_columns(path),
         Format::Jsonl => jsonl_columns(path),
+        Format::Parquet => {
+            let mut columns = Columns::default();
+            for field in input::parquet::schema(path)?.fields() {
+                columns.add(field.name());
+            }
+            Ok(columns)
+        }
     }
 }
 

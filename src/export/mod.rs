@@ -267,6 +267,7 @@ fn export_one(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
         format: match opts.format {
             Format::Csv => "csv",
             Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
         },
         ..ExportReport::default()
     };

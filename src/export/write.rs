@@ -94,6 +94,7 @@ impl Layout {
                 }
             }
             Format::Jsonl => result_names.push(columns.free_name("result")),
+            Format::Parquet => unreachable!("refused by the settings"),
         }
         Layout {
             columns,
@@ -220,7 +221,7 @@ impl Job<'_> {
                 w.write_record(header).map_err(|e| failed(csv_io(e)))?;
                 Sink::Csv(Box::new(w))
             }
-            Format::Jsonl => Sink::Jsonl(out),
+            Format::Jsonl | Format::Parquet => Sink::Jsonl(out),
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
         for item in input::open(&self.opts.input).map_err(unreadable)? {

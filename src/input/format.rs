@@ -10,9 +10,12 @@ pub enum Format {
     Jsonl,
     /// Comma-separated values with a header row.
     Csv,
+    /// Apache Parquet: columns are the row's fields.
+    Parquet,
 }
 
-/// The input format a file name implies (`.jsonl`, `.ndjson`, `.csv`, each optionally `.gz`).
+/// The input format a file name implies (`.jsonl`, `.ndjson`, `.csv`, each optionally `.gz`;
+/// `.parquet`).
 pub fn format_of(path: &Path) -> Option<Format> {
     let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -20,6 +23,8 @@ pub fn format_of(path: &Path) -> Option<Format> {
         Some(Format::Jsonl)
     } else if name.ends_with(".csv") {
         Some(Format::Csv)
+    } else if name.ends_with(".parquet") && !path.to_string_lossy().ends_with(".gz") {
+        Some(Format::Parquet)
     } else {
         None
     }

@@ -41,9 +41,56 @@ pub fn id_key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
 
+/// `--shard K/N`: this process sends the rows whose id hashes to `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// K, in [0, N).
+    pub index: u64,
+    /// N, at least 1.
+    pub count: u64,
+}
+
+impl Shard {
+    /// Whether the record id whose [`id_key`] is `key` belongs to this shard. The hash of the
+    /// id alone decides: neither the row's place in the input nor the other rows move a row
+    /// from one shard to another, so a reordered input resumes in the same shards.
+    pub fn owns(self, key: u128) -> bool {
+        shard_of(key, self.count) == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The shard, among `count`, of the record id whose [`id_key`] is `key`.
+pub fn shard_of(key: u128, count: u64) -> u64 {
+    (key % u128::from(count.max(1))) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PINNED_SHARDS_OF_7: [u64; 4] = [2, 5, 6, 2];
+
+    #[test]
+    fn shards_are_stable_and_cover_every_id_once() {
+        // Pinned: a change of hash would move done rows to other shards on a rerun.
+        let pinned: Vec<u64> = ["r1", "r2", "r3", "42"]
+            .iter()
+            .map(|id| shard_of(id_key(id), 7))
+            .collect();
+        assert_eq!(pinned, PINNED_SHARDS_OF_7);
+        for id in ["a", "b", "c", "line:3"] {
+            let owners = (0..5)
+                .filter(|&k| Shard { index: k, count: 5 }.owns(id_key(id)))
+                .count();
+            assert_eq!(owners, 1, "{id}");
+        }
+    }
 
     #[test]
     fn ids_from_strings_numbers_or_custom_id() {

@@ -1,10 +1,12 @@
-//! Input: streams rows out of JSONL or CSV files (optionally gzip-compressed), one at a time,
-//! with the line each row starts on, so that every problem can be named as `file:line`.
+//! Input: streams rows out of JSONL or CSV files (optionally gzip-compressed) and Parquet
+//! files, one at a time, with the line each row starts on (for Parquet, its row number), so
+//! that every problem can be named as `file:line`.
 
 mod csv;
 pub mod format;
 pub mod ids;
 mod jsonl;
+pub mod parquet;
 
 pub use ids::row_id;
 
@@ -43,6 +45,7 @@ pub enum Item {
 pub enum Rows {
     Jsonl(jsonl::JsonlRows),
     Csv(Box<csv::CsvRows>),
+    Parquet(Box<parquet::ParquetRows>),
 }
 
 impl Iterator for Rows {
@@ -52,6 +55,7 @@ impl Iterator for Rows {
         match self {
             Rows::Jsonl(r) => r.next(),
             Rows::Csv(r) => r.next(),
+            Rows::Parquet(r) => r.next(),
         }
     }
 }
@@ -67,8 +71,12 @@ pub fn open(spec: &InputSpec) -> io::Result<Rows> {
             "stdin must be spooled to a file first",
         )
     })?;
+    if spec.format == Format::Parquet {
+        return Ok(Rows::Parquet(Box::new(parquet::ParquetRows::open(path)?)));
+    }
     let reader = open_text(path)?;
     Ok(match spec.format {
+        Format::Parquet => unreachable!("opened above"),
         Format::Jsonl => Rows::Jsonl(jsonl::JsonlRows::new(reader)),
         Format::Csv => Rows::Csv(Box::new(csv::CsvRows::new(reader))),
     })

@@ -71,6 +71,16 @@ impl Bucket {
         }
     }
 
+    /// Units per second.
+    pub(super) fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The most units the bucket holds.
+    pub(super) fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
     /// Waits until `n` units can be spent, then spends them. A request larger than the bucket
     /// waits for a full bucket and leaves it in debt, which later requests pay off.
     pub async fn acquire(&self, n: f64) {

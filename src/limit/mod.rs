@@ -22,6 +22,9 @@
 //! TPM limit spends an estimate before sending and corrects it when the usage arrives, which
 //! needs a bucket that can be refunded and can go into debt, and the buckets run on tokio's
 //! clock, so the tests drive them with paused time.
+//!
+//! With `--limits-redis` the buckets and the cool-down live in Redis instead ([`shared`]), behind
+//! the same two calls (acquire, adjust), so that several processes share one budget.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -35,9 +38,35 @@ use tokio::time::Instant;
 
 mod bucket;
 mod pace;
+pub mod shared;
 
 pub use bucket::Bucket;
 use pace::Pace;
+pub use shared::Remote;
+use shared::SharedBucket;
+
+/// A rate limit: a bucket of this process, or one shared through Redis.
+#[derive(Debug)]
+enum Budget {
+    Local(Bucket),
+    Shared(SharedBucket),
+}
+
+impl Budget {
+    async fn acquire(&self, n: f64) {
+        match self {
+            Budget::Local(b) => b.acquire(n).await,
+            Budget::Shared(b) => b.acquire(n).await,
+        }
+    }
+
+    async fn adjust(&self, n: f64) {
+        match self {
+            Budget::Local(b) => b.adjust(n).await,
+            Budget::Shared(b) => b.adjust(n).await,
+        }
+    }
+}
 
 /// The concurrency window.
 #[derive(Debug)]
@@ -63,8 +92,10 @@ const INITIAL_OUTPUT_GUESS: f64 = 256.0;
 /// Flow control shared by the dispatcher and every worker.
 #[derive(Debug)]
 pub struct Flow {
-    rpm: Option<Bucket>,
-    tpm: Option<Bucket>,
+    rpm: Option<Budget>,
+    tpm: Option<Budget>,
+    /// `--limits-redis`: where the buckets and the cool-down are shared.
+    remote: Option<Arc<Remote>>,
     max_tokens: Option<u64>,
     window: Mutex<Window>,
     freed: Notify,
@@ -116,8 +147,9 @@ impl Flow {
     ) -> Flow {
         let max = concurrency.max(1) as f64;
         Flow {
-            rpm: rpm.map(Bucket::requests_per_minute),
-            tpm: tpm.map(Bucket::tokens_per_minute),
+            rpm: rpm.map(|r| Budget::Local(Bucket::requests_per_minute(r))),
+            tpm: tpm.map(|t| Budget::Local(Bucket::tokens_per_minute(t))),
+            remote: None,
             max_tokens,
             window: Mutex::new(Window {
                 limit: max,
@@ -137,6 +169,37 @@ impl Flow {
             seen_reasoning: std::sync::atomic::AtomicBool::new(false),
             rate_limited: AtomicU64::new(0),
         }
+    }
+
+    /// As [`Flow::new`], with the rate limits and the cool-down shared through `remote` by
+    /// every process on the same key. While Redis is lost, each process keeps 1/N of the
+    /// budget locally (N: the remote's number of shards).
+    pub fn shared(
+        concurrency: usize,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        max_tokens: Option<u64>,
+        remote: Arc<Remote>,
+    ) -> Flow {
+        let n = remote.shards();
+        let part = |v: u64| (v / n).max(1);
+        let mut flow = Flow::new(concurrency, None, None, max_tokens);
+        flow.rpm = rpm.map(|r| {
+            let (whole, part) = (
+                Bucket::requests_per_minute(r),
+                Bucket::requests_per_minute(part(r)),
+            );
+            Budget::Shared(SharedBucket::new(remote.clone(), "rpm", whole, part))
+        });
+        flow.tpm = tpm.map(|t| {
+            let (whole, part) = (
+                Bucket::tokens_per_minute(t),
+                Bucket::tokens_per_minute(part(t)),
+            );
+            Budget::Shared(SharedBucket::new(remote.clone(), "tpm", whole, part))
+        });
+        flow.remote = Some(remote);
+        flow
     }
 
     /// The current concurrency limit (for the progress display).
@@ -217,6 +280,10 @@ impl Flow {
         };
         if let Some(t) = start {
             tokio::time::sleep_until(t).await;
+        }
+        // With no bucket to carry it, the shared cool-down takes a round trip of its own.
+        if let (Some(remote), None, None) = (&self.remote, &self.rpm, &self.tpm) {
+            remote.wait_pause().await;
         }
         let tokens = match &self.tpm {
             Some(b) => {
@@ -310,9 +377,18 @@ impl Flow {
     /// Holds every new attempt for `d` from now (never shortens a longer pause).
     pub fn pause_for(&self, d: Duration) {
         let until = Instant::now() + d;
-        let mut p = lock(&self.pause_until);
-        if p.is_none_or(|t| t < until) {
-            *p = Some(until);
+        {
+            let mut p = lock(&self.pause_until);
+            if p.is_none_or(|t| t < until) {
+                *p = Some(until);
+            }
+        }
+        // The other processes hear of it too; this one does not wait for Redis to answer.
+        if let Some(remote) = &self.remote
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let remote = remote.clone();
+            rt.spawn(async move { remote.pause_for(d).await });
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::errors::{JSON_WORD, NATIVE_INCREMENTAL, PARTIAL_THINKING, STREAM_ONLY};
+use super::errors::{ErrorAnswer, JSON_WORD, NATIVE_INCREMENTAL, PARTIAL_THINKING, STREAM_ONLY};
 use super::schema::Schema;
 use super::text::{clip_to_tokens, count_tokens, reasoning_for, reply_for};
 use super::wire::Style;
@@ -55,6 +55,26 @@ impl Ask<'_> {
             return Err(JSON_WORD);
         }
         Ok(())
+    }
+
+    /// The test trigger in the prompt that fails this request, if any; see `docs/mock.md`.
+    /// `[mock:badjson]` is not one: it only changes the content.
+    pub(crate) fn trigger(&self) -> Option<ErrorAnswer> {
+        let prompt: &str = &self.prompt;
+        if !prompt.contains("[mock:") {
+            return None;
+        }
+        if prompt.contains("[mock:400]") {
+            Some(ErrorAnswer::InvalidParameter)
+        } else if prompt.contains("[mock:moderation]") {
+            Some(ErrorAnswer::InputModeration)
+        } else if prompt.contains("[mock:401]") {
+            Some(ErrorAnswer::InvalidApiKey)
+        } else if prompt.contains("[mock:moderation-output]") {
+            Some(ErrorAnswer::OutputModeration)
+        } else {
+            None
+        }
     }
 }
 

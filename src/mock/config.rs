@@ -1,4 +1,5 @@
-//! How a mock endpoint behaves: delays, faults, rate limits and the key it asks for.
+//! How a mock endpoint behaves: delays, faults, rate limits, the key it asks for and the pace
+//! of its Batch API.
 
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub struct MockConfig {
     /// When set, requests must carry `Authorization: Bearer <key>`; others get 401
     /// `invalid_api_key` (native `InvalidApiKey`), counted as `bad_requests`.
     pub api_key: Option<String>,
+    /// How long a batch stays in each state of its lifecycle (default 1s).
+    pub batch_step: Duration,
+    /// Fault rates of the Files and Batches calls; only 429, 500 and 503 apply (default: none).
+    pub batch_faults: FaultRates,
 }
 
 impl Default for MockConfig {
@@ -42,6 +47,8 @@ impl Default for MockConfig {
             seed: None,
             limits: RateLimits::default(),
             api_key: None,
+            batch_step: Duration::from_secs(1),
+            batch_faults: FaultRates::default(),
         }
     }
 }

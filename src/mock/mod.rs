@@ -1,12 +1,13 @@
 //! A simulated Qwen Cloud (DashScope) endpoint speaking its three API styles (OpenAI Chat
 //! Completions, the OpenAI Responses API, DashScope native), plain and streamed, with faults
 //! and rate limits, for `batchgen mock-server`, `batchgen run --base-url mock`, the black-box
-//! tests and benchmarks.
+//! tests and benchmarks; and the OpenAI Batch API (files and batches) over that answer engine.
 //!
 //! The protocol it speaks (routes, answers, wire formats, errors, test triggers, faults and
 //! what the stats count) is described in `docs/mock.md`.
 
 mod answer;
+mod batch;
 mod body;
 mod chat;
 mod config;

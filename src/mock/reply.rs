@@ -2,6 +2,7 @@
 //! cut by output moderation, error answers in each style's shape, 429s with their retry
 //! headers, and the bodies of the other faults.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -121,7 +122,7 @@ pub(crate) fn malformed(style: Style, id: &str) -> Response<MockBody> {
     json_response(StatusCode::OK, Bytes::from(body), id)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -146,21 +147,14 @@ pub(crate) fn success(
     delivery: Delivery,
 ) -> Response<MockBody> {
     let g = Generated::new(ask);
-    // `[mock:dated]`: the answer names a dated snapshot of the model asked for, as OpenAI does.
-    let dated;
-    let model: &str = if ask.prompt.contains("[mock:dated]") {
-        dated = format!("{}-2024-07-18", ask.model);
-        &dated
-    } else {
-        &ask.model
-    };
+    let model = answer_model(ask);
     let reply = Reply {
         style,
         ask,
         g: &g,
         id,
         created: unix_now(),
-        model,
+        model: &model,
     };
     let mut resp = if ask.stream {
         let Stream {
@@ -215,6 +209,72 @@ pub(crate) fn success(
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
+}
+
+/// `[mock:dated]`: the answer names a dated snapshot of the model asked for, as OpenAI does.
+fn answer_model<'a>(ask: &'a Ask<'_>) -> Cow<'a, str> {
+    if ask.prompt.contains("[mock:dated]") {
+        Cow::Owned(format!("{}-2024-07-18", ask.model))
+    } else {
+        Cow::Borrowed(&ask.model)
+    }
+}
+
+/// Parses a request body of `style`; the error is the message of a 400 invalid parameter.
+/// `sse` is the native stream header.
+pub(crate) fn parse_request(style: Style, body: &[u8], sse: bool) -> Result<Ask<'_>, String> {
+    match style {
+        Style::Chat => chat::parse_request(body),
+        Style::Responses => responses::parse_request(body),
+        Style::Native => native::parse_request(body, sse),
+    }
+}
+
+/// A whole (non-streamed) answer, as data rather than an HTTP response.
+pub(crate) struct Whole {
+    pub status: StatusCode,
+    /// The JSON body, success or error.
+    pub body: Bytes,
+    /// (input, output including reasoning, reasoning) tokens of a success.
+    pub tokens: Option<(u64, u64, u64)>,
+}
+
+/// What a synchronous request with this body would get, without the delay, the rate limits
+/// and the fault draw, and always whole (a `stream` in the body is ignored): the answer the
+/// Batch API gives a line. Stats are the caller's.
+pub(crate) fn answer_whole(style: Style, body: &[u8], id: &str) -> Whole {
+    let error = |kind: ErrorAnswer, message: &str| Whole {
+        status: kind.status(),
+        body: kind.body(style, message, id),
+        tokens: None,
+    };
+    let mut ask = match parse_request(style, body, false) {
+        Ok(ask) => ask,
+        Err(message) => return error(ErrorAnswer::InvalidParameter, &message),
+    };
+    ask.stream = false;
+    ask.include_usage = false;
+    if let Err(message) = ask.check(style) {
+        return error(ErrorAnswer::InvalidParameter, message);
+    }
+    if let Some(kind) = ask.trigger() {
+        return error(kind, kind.message(style));
+    }
+    let g = Generated::new(&ask);
+    let model = answer_model(&ask);
+    let reply = Reply {
+        style,
+        ask: &ask,
+        g: &g,
+        id,
+        created: unix_now(),
+        model: &model,
+    };
+    Whole {
+        status: StatusCode::OK,
+        body: reply.body(!ask.prompt.contains("[mock:nousage]")),
+        tokens: Some((ask.input_tokens, g.output_tokens(), g.reasoning_tokens)),
+    }
 }
 
 /// One successful answer on its way to a wire format.

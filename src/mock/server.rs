@@ -1,5 +1,5 @@
 //! The mock's HTTP side: accept loop, per-connection hyper http1 service, request routing
-//! and the order of the checks before an answer (key, parse, triggers, limits, fault draw).
+//! (the Batch API's calls go to `batch`) and the order of the checks before an answer (key, parse, triggers, limits, fault draw).
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,18 +20,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{Ask, Generated};
+use super::batch::{self, BatchApi};
 use super::body::MockBody;
 use super::config::MockConfig;
 use super::errors::{ErrorAnswer, openai_body};
 use super::faults::{Fault, FaultPicker};
 use super::limits::Limiter;
 use super::reply::{
-    Delivery, error_answer, error_response, json_response, malformed, rate_limited, stats_response,
-    success, unavailable,
+    Delivery, error_answer, error_response, json_response, malformed, parse_request, rate_limited,
+    stats_response, success, unavailable,
 };
 use super::stats::{Stats, bump};
+use super::text;
 use super::wire::Style;
-use super::{chat, native, responses, text};
 
 /// Largest request body accepted (larger ones get a 400 "Payload Too Large").
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -48,6 +49,7 @@ struct Shared {
     id_nonce: u64,
     id_counter: AtomicU64,
     http: hyper::server::conn::http1::Builder,
+    batch: BatchApi,
 }
 
 /// Binds and spawns the accept loop. Returns the bound address and the loop's handle.
@@ -63,7 +65,9 @@ pub(crate) async fn spawn(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true);
     let limiter = cfg.limits.active().then(|| Limiter::new(cfg.limits));
+    let batch = BatchApi::new(&cfg, Arc::clone(&stats));
     let shared = Arc::new(Shared {
+        batch,
         limiter,
         cfg,
         stats,
@@ -181,9 +185,12 @@ async fn handle(
 ) -> HandlerResult {
     let path = req.uri().path();
     if req.method() == Method::POST
-        && let Some(style) = route(path)
+        && let Some(style) = Style::of_path(path)
     {
         answer(&shared, &reset, style, req).await
+    } else if let Some(call) = batch::route(req.method().as_str(), path) {
+        let id = shared.next_id();
+        shared.batch.handle(call, req, &id).await
     } else if path.ends_with("/stats") && req.method() == Method::GET {
         Ok(stats_response(&shared.stats))
     } else {
@@ -194,21 +201,6 @@ async fn handle(
             openai_body(&message, "invalid_request_error", None, &id),
             &id,
         ))
-    }
-}
-
-/// The style of a POST path, by suffix.
-fn route(path: &str) -> Option<Style> {
-    if path.ends_with("/chat/completions") {
-        Some(Style::Chat)
-    } else if path.ends_with("/responses") {
-        Some(Style::Responses)
-    } else if path.ends_with("/services/aigc/text-generation/generation")
-        || path.ends_with("/services/aigc/multimodal-generation/generation")
-    {
-        Some(Style::Native)
-    } else {
-        None
     }
 }
 
@@ -274,12 +266,7 @@ async fn answer(
         tokio::time::sleep(d).await;
     }
     let id = shared.next_id();
-    let parsed = match style {
-        Style::Chat => chat::parse_request(&body),
-        Style::Responses => responses::parse_request(&body),
-        Style::Native => native::parse_request(&body, sse),
-    };
-    match parsed {
+    match parse_request(style, &body, sse) {
         Ok(ask) => respond(shared, reset, style, &body, &ask, &id).await,
         Err(message) => {
             bump(&stats.bad_requests);
@@ -313,7 +300,7 @@ async fn respond(
         ));
     }
     let mut delivery = Delivery::Whole;
-    if let Some(error) = trigger(&ask.prompt) {
+    if let Some(error) = ask.trigger() {
         bump(&stats.bad_requests);
         if error == ErrorAnswer::OutputModeration && ask.stream {
             delivery = Delivery::Moderated;
@@ -388,24 +375,5 @@ async fn deliver_fault(
             tokio::time::sleep(shared.cfg.hang).await;
             Err(io::Error::new(io::ErrorKind::TimedOut, "mock: hang"))
         }
-    }
-}
-
-/// The test triggers that fail a request; see `docs/mock.md`. `[mock:badjson]` is not one:
-/// it only changes the content.
-fn trigger(prompt: &str) -> Option<ErrorAnswer> {
-    if !prompt.contains("[mock:") {
-        return None;
-    }
-    if prompt.contains("[mock:400]") {
-        Some(ErrorAnswer::InvalidParameter)
-    } else if prompt.contains("[mock:moderation]") {
-        Some(ErrorAnswer::InputModeration)
-    } else if prompt.contains("[mock:401]") {
-        Some(ErrorAnswer::InvalidApiKey)
-    } else if prompt.contains("[mock:moderation-output]") {
-        Some(ErrorAnswer::OutputModeration)
-    } else {
-        None
     }
 }

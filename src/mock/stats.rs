@@ -25,6 +25,15 @@ pub struct StatsSnapshot {
     pub chat_requests: u64,
     pub responses_requests: u64,
     pub native_requests: u64,
+    /// Batch API: successful `POST …/files`.
+    pub files_uploaded: u64,
+    /// Batch API: the lines (other than blank ones) of every uploaded file.
+    pub batch_lines_uploaded: u64,
+    pub batches_created: u64,
+    pub batches_cancelled: u64,
+    /// Batch API: lines run through the answer engine (not those that expired or were
+    /// cancelled).
+    pub batch_lines_answered: u64,
 }
 
 /// Counters; every field matches one in [`StatsSnapshot`]. The handler bumps the counters of
@@ -47,11 +56,21 @@ pub(crate) struct Stats {
     chat_requests: AtomicU64,
     responses_requests: AtomicU64,
     native_requests: AtomicU64,
+    pub(crate) files_uploaded: AtomicU64,
+    pub(crate) batch_lines_uploaded: AtomicU64,
+    pub(crate) batches_created: AtomicU64,
+    pub(crate) batches_cancelled: AtomicU64,
+    pub(crate) batch_lines_answered: AtomicU64,
 }
 
 /// Counts one more of `counter` (a request's fate: a fault or a bad request).
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts `n` more of `counter` (the Batch API's line counts).
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 impl Stats {
@@ -96,6 +115,11 @@ impl Stats {
             chat_requests: get(&self.chat_requests),
             responses_requests: get(&self.responses_requests),
             native_requests: get(&self.native_requests),
+            files_uploaded: get(&self.files_uploaded),
+            batch_lines_uploaded: get(&self.batch_lines_uploaded),
+            batches_created: get(&self.batches_created),
+            batches_cancelled: get(&self.batches_cancelled),
+            batch_lines_answered: get(&self.batch_lines_answered),
         }
     }
 }

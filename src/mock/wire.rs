@@ -15,6 +15,23 @@ pub(crate) enum Style {
     Native,
 }
 
+impl Style {
+    /// The style of a POST path, by suffix (so any base path works).
+    pub(crate) fn of_path(path: &str) -> Option<Style> {
+        if path.ends_with("/chat/completions") {
+            Some(Style::Chat)
+        } else if path.ends_with("/responses") {
+            Some(Style::Responses)
+        } else if path.ends_with("/services/aigc/text-generation/generation")
+            || path.ends_with("/services/aigc/multimodal-generation/generation")
+        {
+            Some(Style::Native)
+        } else {
+            None
+        }
+    }
+}
+
 /// Fallback if serialization ever fails (it cannot for these plain structs).
 const SERIALIZE_FAILED: &[u8] = br#"{"error":{"message":"mock serialization failed","type":"internal_error","param":null,"code":"internal_error"}}"#;
 

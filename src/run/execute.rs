@@ -15,7 +15,7 @@ use super::signals::Signals;
 use crate::client::Client;
 use crate::dispatch;
 use crate::exit::{RunError, Stop};
-use crate::limit::Flow;
+use crate::limit::{Flow, Remote};
 use crate::mock;
 use crate::output;
 use crate::plan::{self, Plan};
@@ -66,12 +66,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         .map_err(RunError::OutputNotWritable)?;
     // The simulated endpoint lives until every outcome is written.
     let (mock_server, base_url) = start_endpoint(&settings).await?;
-    let flow = Arc::new(Flow::new(
-        settings.concurrency,
-        settings.rpm,
-        settings.tpm,
-        settings.params.max_tokens,
-    ));
+    let flow = Arc::new(flow(&settings).await?);
     let client = connect(&settings, &base_url, flow.clone())?;
 
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
@@ -181,6 +176,24 @@ async fn start_endpoint(
     }
 }
 
+/// Flow control for the run; with `--limits-redis`, Redis must answer before anything is sent.
+async fn flow(settings: &Settings) -> Result<Flow, RunError> {
+    let (c, rpm, tpm, max_tokens) = (
+        settings.concurrency,
+        settings.rpm,
+        settings.tpm,
+        settings.params.max_tokens,
+    );
+    let Some(shared) = &settings.shared_limits else {
+        return Ok(Flow::new(c, rpm, tpm, max_tokens));
+    };
+    let shards = settings.shard.map_or(1, |s| s.count);
+    let remote = Remote::connect(&shared.url, &shared.key, shards)
+        .await
+        .map_err(RunError::LimitsRedis)?;
+    Ok(Flow::shared(c, rpm, tpm, max_tokens, remote))
+}
+
 /// The HTTP client of the run, and a note when a proxy carries its requests.
 fn connect(settings: &Settings, base_url: &str, flow: Arc<Flow>) -> Result<Client, RunError> {
     let client = Client::new(
@@ -211,6 +224,9 @@ fn start_summary(
     model: &str,
 ) -> Summary {
     let mut summary = Summary::new(plan.rows_total, rows_skipped);
+    summary.shard = settings
+        .shard
+        .map(|s| (s.to_string(), plan.rows_other_shards));
     summary.note_prices(prices, model);
     if prices.get(model).is_none() && !settings.quiet {
         say(format_args!(
@@ -286,8 +302,7 @@ fn spawn_reader(
 ) -> JoinHandle<std::io::Result<()>> {
     let spec = settings.input.clone();
     let (own_ids, skip_rows) = (plan.own_ids, std::mem::take(&mut plan.skip_rows));
-    let invalid_lines: std::collections::HashSet<u64> =
-        plan.invalid.iter().map(|(line, _, _)| *line).collect();
+    let invalid_lines = plan.invalid_lines();
     // Nothing left to send (a finished job rerun): no need to read the input again.
     let nothing_left = to_send <= plan.invalid.len() as u64;
     let kept = plan.take_kept();

@@ -66,6 +66,9 @@ pub async fn prepare(mut settings: Settings) -> Result<Ready, RunError> {
     let lock = lock_output(&settings)?;
     let (prev, mut plan) =
         scan_and_validate(&settings, &builder, &input_name, &output_name).await?;
+    if let Some(shard) = settings.shard {
+        plan.keep_shard(shard);
+    }
     plan.resume(&prev, settings.rerun_changed);
     let compaction = Compaction {
         had_records: prev.records > 0,
@@ -324,6 +327,13 @@ pub fn dry_run(ready: &Ready) -> Result<Exit, RunError> {
         plan.rows_total,
         plan.invalid.len()
     );
+    if let Some(shard) = settings.shard {
+        let _ = writeln!(
+            out,
+            "  shard      {shard}: {} more rows belong to other shards",
+            plan.rows_other_shards
+        );
+    }
     let _ = writeln!(
         out,
         "  input      about {input} tokens (estimated: a token per 4 ASCII bytes and per 3 \

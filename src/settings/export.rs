@@ -52,6 +52,11 @@ impl Options {
             .map(Format::from)
             .or_else(|| output.as_deref().and_then(format_of))
             .unwrap_or(input_format);
+        if format == Format::Parquet {
+            return Err(bad(
+                "--format parquet: export writes CSV or JSONL for now; Parquet input is read",
+            ));
+        }
         let gzip = output
             .as_deref()
             .and_then(Path::file_name)

@@ -1,12 +1,70 @@
 //! How hard and how long a run may push: concurrency, client-side rates, retries and their
 //! backoff, the per-attempt timeout, and the stops (`--max-failures`, `--max-cost`,
-//! `--deadline`).
+//! `--deadline`), and where the rate limits are shared (`--limits-redis`, `--limits-key`).
 
 use std::time::{Duration, SystemTime};
 
 use super::duration::{or_default, parse_deadline};
+use super::endpoint::Endpoint;
 use super::{ConfigError, bad};
 use crate::cli::RunArgs;
+
+/// The environment variable read for `--limits-redis` when the flag is not given.
+pub const ENV_REDIS_URL: &str = "BATCHGEN_REDIS_URL";
+
+/// `--limits-redis URL` with its `--limits-key`: the budget shared by every process on the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedLimits {
+    pub url: String,
+    /// The prefix of the Redis keys.
+    pub key: String,
+}
+
+/// `--limits-redis` (or `BATCHGEN_REDIS_URL`) and `--limits-key` (default: the base URL's host
+/// and the model, so that runs against one provider's model share one budget).
+pub(super) fn shared(
+    args: &RunArgs,
+    env: impl Fn(&str) -> Option<String>,
+    endpoint: &Endpoint,
+    model: &str,
+) -> Result<Option<SharedLimits>, ConfigError> {
+    let url = match args.limits_redis.clone() {
+        Some(u) => u,
+        None => match env(ENV_REDIS_URL).filter(|u| !u.trim().is_empty()) {
+            Some(u) => u,
+            None if args.limits_key.is_some() => {
+                return Err(bad("--limits-key needs --limits-redis URL"));
+            }
+            None => return Ok(None),
+        },
+    };
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "unix" | "redis+unix")) {
+        return Err(bad(format!(
+            "--limits-redis: `{}` is not a redis:// (or unix://) URL",
+            url.split('@').next_back().unwrap_or_default()
+        )));
+    }
+    let key = match &args.limits_key {
+        Some(k) if k.trim().is_empty() => return Err(bad("--limits-key must not be empty")),
+        Some(k) => k.clone(),
+        None => {
+            let host = match endpoint {
+                Endpoint::Mock => "mock",
+                Endpoint::Url(u) => host_of(u),
+            };
+            format!("batchgen:{host}:{model}")
+        }
+    };
+    Ok(Some(SharedLimits { url, key }))
+}
+
+/// The host (and port) of a URL, without its user part.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or(authority)
+}
 
 /// `--max-failures`: a number of failed rows, or a share of the rows finished so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,4 +169,33 @@ pub(super) fn deadline(args: &RunArgs) -> Result<Option<Duration>, ConfigError> 
         .as_deref()
         .map(|t| parse_deadline(t, SystemTime::now()))
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_key_is_the_host_and_the_model() {
+        let args = RunArgs {
+            limits_redis: Some("redis://127.0.0.1:6379".into()),
+            ..RunArgs::default()
+        };
+        let endpoint =
+            Endpoint::Url("https://u:p@dashscope-intl.aliyuncs.com/compatible-mode/v1".into());
+        let s = shared(&args, |_| None, &endpoint, "qwen-plus").expect("ok");
+        assert_eq!(
+            s.map(|s| s.key),
+            Some("batchgen:dashscope-intl.aliyuncs.com:qwen-plus".to_string())
+        );
+        let bad_url = RunArgs {
+            limits_redis: Some("http://x".into()),
+            ..RunArgs::default()
+        };
+        assert!(shared(&bad_url, |_| None, &endpoint, "m").is_err());
+        let env = |k: &str| (k == ENV_REDIS_URL).then(|| "redis://h:1".to_string());
+        let none = RunArgs::default();
+        assert!(shared(&none, env, &Endpoint::Mock, "m").is_ok_and(|s| s.is_some()));
+        assert!(shared(&none, |_| None, &Endpoint::Mock, "m").is_ok_and(|s| s.is_none()));
+    }
 }

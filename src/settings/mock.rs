@@ -12,6 +12,18 @@ pub fn resolve(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<MockConfig, ConfigError> {
     let limits = RateLimits::new(args.rpm, args.rps, args.tpm);
+    let batch_faults =
+        FaultRates::parse(&args.batch_faults).map_err(|e| bad(format!("--batch-faults: {e}")))?;
+    let delivered = batch_faults.rate_limit + batch_faults.server_error + batch_faults.unavailable;
+    if batch_faults.total() > delivered {
+        return Err(bad(
+            "--batch-faults: only 429, 500 and 503 apply to the Files and Batches calls",
+        ));
+    }
+    let batch_step = parse_duration("batch-step", &args.batch_step)?;
+    if batch_step.is_zero() {
+        return Err(bad("--batch-step: must be more than 0"));
+    }
     Ok(MockConfig {
         latency: parse_duration("latency", &args.latency)?,
         jitter: parse_duration("jitter", &args.jitter)?,
@@ -33,5 +45,47 @@ pub fn resolve(
             ),
             None => None,
         },
+        batch_step,
+        batch_faults,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn resolve_flags(flags: &[&str]) -> Result<MockConfig, ConfigError> {
+        let argv = ["batchgen", "mock-server"].iter().chain(flags);
+        let Ok(Cli {
+            command: Command::MockServer(args),
+            ..
+        }) = Cli::try_parse_from(argv)
+        else {
+            panic!("mock-server flags {flags:?} do not parse");
+        };
+        resolve(&args, |_| None)
+    }
+
+    #[test]
+    fn batch_flags() {
+        let default = resolve_flags(&[]).expect("defaults");
+        assert_eq!(default.batch_step, Duration::from_secs(1));
+        assert_eq!(default.batch_faults, FaultRates::default());
+        let set = resolve_flags(&["--batch-step", "50ms", "--batch-faults", "429=0.5,503=0.1"])
+            .expect("valid");
+        assert_eq!(set.batch_step, Duration::from_millis(50));
+        assert_eq!(set.batch_faults.rate_limit, 0.5);
+        for bad in [
+            ["--batch-faults", "reset=0.1"],
+            ["--batch-faults", "429=2"],
+            ["--batch-step", "0s"],
+        ] {
+            assert!(resolve_flags(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -24,12 +24,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::RunArgs;
+use crate::input::ids::Shard;
 use crate::request::api::Api;
 pub use duration::{MAX_DURATION, parse_deadline, parse_duration};
 pub use endpoint::{DEFAULT_API_KEY_ENV, ENV_BASE_URL, Endpoint, Region, default_base_url};
-pub use files::{InputSpec, default_output, same_file};
+pub use files::{ENV_SHARD, InputSpec, default_output, same_file, shard_output};
 pub use key::{ApiKey, KEY_PIECE};
-pub use limits::{MAX_FAILURES_MIN_ROWS, MaxFailures};
+pub use limits::{ENV_REDIS_URL, MAX_FAILURES_MIN_ROWS, MaxFailures, SharedLimits};
 pub use params::{DEFAULT_MODEL, GenParams, OutputFormat};
 
 /// A configuration problem: the run exits 2 having sent nothing.
@@ -51,6 +52,8 @@ pub enum ProgressMode {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub input: InputSpec,
+    /// `--shard K/N`: only the rows of shard K are sent.
+    pub shard: Option<Shard>,
     pub output: PathBuf,
     pub id_field: String,
     pub prompt_field: String,
@@ -74,6 +77,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// `--limits-redis`: `--rpm`, `--tpm` and the 429 cool-down shared through Redis.
+    pub shared_limits: Option<SharedLimits>,
     pub max_failures: Option<MaxFailures>,
     pub max_retries: u32,
     /// Extra attempts for answers that are not valid JSON (or fail the schema).
@@ -104,10 +109,12 @@ pub fn resolve(
         }
         None => args,
     };
-    let (input, output) = files::resolve(&args)?;
+    let shard = files::shard(&args, &env)?;
+    let (input, output) = files::resolve(&args, shard)?;
     let target = endpoint::resolve(&args, &env)?;
     let params = params::resolve(&args, target.api)?;
     let limits = limits::resolve(&args)?;
+    let shared_limits = limits::shared(&args, &env, &target.endpoint, &params.model)?;
     let progress_interval = duration::or_default(
         "progress-interval",
         args.progress_interval.as_deref(),
@@ -119,6 +126,7 @@ pub fn resolve(
     let deadline = limits::deadline(&args)?;
     Ok(Settings {
         input,
+        shard,
         output,
         id_field: args.id_field.unwrap_or_else(|| "id".to_string()),
         prompt_field: args.prompt_field.unwrap_or_else(|| "prompt".to_string()),
@@ -138,6 +146,7 @@ pub fn resolve(
         concurrency: limits.concurrency,
         rpm: limits.rpm,
         tpm: limits.tpm,
+        shared_limits,
         max_failures: limits.max_failures,
         max_retries: limits.max_retries,
         json_retries: limits.json_retries,
