@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::data::{self, Figures, LatencyBins, Timeline};
 use super::svg;
-use super::text::{compact, duration_ms, duration_s, esc, grouped, money, ms, stamp_ms};
+use super::text::{compact, duration_ms, esc, grouped, money, ms, stamp_ms};
 
 const STYLE: &str = r#"
 :root{--bg:#fafafa;--card:#fff;--fg:#1c1e21;--muted:#5f6368;--grid:#e4e6ea;--axis:#9aa0a6;
@@ -110,19 +110,18 @@ fn currency(summary: Option<&Value>) -> Option<String> {
 }
 
 fn headline(out: &mut String, f: &Figures, t: Option<&Timeline>, summary: Option<&Value>) {
-    let wall = match (
-        summary
-            .and_then(|s| s.get("wall_s"))
-            .and_then(Value::as_f64),
-        t,
-    ) {
-        (Some(w), _) => format!("wall {} (last run)", duration_s(w.round() as u64)),
-        (None, Some(t)) if t.sessions.len() > 1 => format!(
+    // A summary's wall time is its own run's: after a resume, the sessions tell more.
+    let summary_wall = summary
+        .and_then(|s| s.get("wall_s"))
+        .and_then(Value::as_f64);
+    let wall = match (t, summary_wall) {
+        (Some(t), _) if t.sessions.len() > 1 => format!(
             "wall {} in {} sessions",
             duration_ms(t.active_ms()),
             t.sessions.len()
         ),
-        (None, Some(t)) => format!("wall {}", duration_ms(t.active_ms())),
+        (_, Some(w)) => format!("wall {}", duration_ms((w * 1000.0).round() as u64)),
+        (Some(t), None) => format!("wall {}", duration_ms(t.active_ms())),
         (None, None) => "wall unknown (no finished_at)".to_string(),
     };
     let cost = match currency(summary) {

@@ -316,10 +316,16 @@ pub fn latency(b: &LatencyBins) -> String {
         .enumerate()
     {
         let x = x_of_ms(v);
+        // Labels near the right edge go left of their line, so that they are not cut off.
+        let (dx, anchor) = if x > W * 0.8 {
+            (-3.0, "end")
+        } else {
+            (3.0, "start")
+        };
         let _ = write!(
             out,
-            r#"<line class="mark" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{bottom}"/><text class="marklabel" x="{:.1}" y="{}">{name} {}</text>"#,
-            x + 3.0,
+            r#"<line class="mark" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{bottom}"/><text class="marklabel" x="{:.1}" y="{}" text-anchor="{anchor}">{name} {}</text>"#,
+            x + dx,
             TOP + 10.0 + 12.0 * i as f64,
             super::text::ms(v)
         );

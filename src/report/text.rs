@@ -69,6 +69,7 @@ pub fn duration_s(s: u64) -> String {
     let (d, h, m, sec) = (s / 86400, s / 3600 % 24, s / 60 % 60, s % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{sec} s"),
+        (0, 0, _) if sec == 0 => format!("{m} m"),
         (0, 0, _) => format!("{m} m {sec} s"),
         (0, _, _) => format!("{h} h {m} m"),
         _ => format!("{d} d {h} h"),
@@ -152,6 +153,7 @@ mod tests {
         assert_eq!(grouped(999), "999");
         assert_eq!(duration_s(45), "45 s");
         assert_eq!(duration_s(192), "3 m 12 s");
+        assert_eq!(duration_s(120), "2 m");
         assert_eq!(duration_s(7500), "2 h 5 m");
         assert_eq!(duration_s(3 * 86400 + 4 * 3600), "3 d 4 h");
         assert_eq!(ms(812), "812 ms");
