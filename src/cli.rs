@@ -45,6 +45,9 @@ pub enum Command {
         #[arg(value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+    /// Write a run report: one self-contained HTML page (charts of throughput, latency,
+    /// errors, retries, tokens and cost) from one or more results files.
+    Report(Box<ReportArgs>),
 }
 
 /// Declares the `run` flags once, and [`RunArgs::over`] from the same list, so that the
@@ -416,6 +419,11 @@ pub struct RunArgs {
     /// The Redis key prefix of the shared limits [default: the base URL's host and the model].
     #[arg(long, value_name = "KEY")]
     pub limits_key: Option<String>,
+
+    /// Also write the run report (one self-contained HTML page) to FILE at the end, also
+    /// after an interrupt or an early stop.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 }
 
@@ -569,4 +577,20 @@ pub struct MergeArgs {
     /// Field holding each row's id, as given to `run` (`custom_id` is read too).
     #[arg(long, value_name = "FIELD", default_value = "id")]
     pub id_field: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Results files written by `run` (the shards of one job: each is also shown on its own).
+    #[arg(value_name = "RESULTS", required = true, num_args = 1..)]
+    pub results: Vec<PathBuf>,
+
+    /// The HTML page [default: the first RESULTS with .results.jsonl (or .jsonl) replaced by
+    /// .report.html].
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// A run's summary JSON (`run --summary-json`): its wall time, currency and counts.
+    #[arg(long, value_name = "SUMMARY.json")]
+    pub summary: Option<PathBuf>,
 }

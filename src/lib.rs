@@ -29,7 +29,8 @@
 //! dry run) -> `execute` (client, reader, workers, writer, progress) -> `finish` (compaction,
 //! exit code, report). `mock` is a simulated endpoint for rehearsals, tests and benchmarks;
 //! `export` joins the results back onto the input rows; `merge` joins the results files of
-//! shards into one. `main` calls [`main_with`].
+//! shards into one; `report` draws a run's records as one HTML page. `main` calls
+//! [`main_with`].
 //!
 //! Dependencies point one way: no module imports one that imports it back, and none reaches
 //! up to this file (`tests/layout.rs` checks both).
@@ -50,6 +51,7 @@ pub mod pricing;
 pub mod printer;
 pub mod progress;
 pub mod record;
+pub mod report;
 pub mod request;
 pub mod retry;
 pub mod run;
@@ -102,6 +104,13 @@ pub async fn main_with(cli: Cli) -> Exit {
                 }
             }
         }
+        Command::Report(args) => match settings::report::ReportOptions::resolve(&args) {
+            Ok(options) => report::run(&options),
+            Err(e) => {
+                say(format_args!("error: {e}"));
+                Exit::Usage
+            }
+        },
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut cmd = Cli::command();

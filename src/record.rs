@@ -57,6 +57,7 @@ struct OkRecord<'a> {
     cost: Option<f64>,
     attempts: u32,
     latency_ms: u64,
+    finished_at: &'a str,
     request_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<&'a Value>,
@@ -81,15 +82,19 @@ struct ErrorRecord<'a> {
     request_hash: &'a str,
     error: ErrorBody<'a>,
     attempts: u32,
+    finished_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<&'a str>,
 }
 
-/// Appends the record of an outcome, as one line, to `buf`.
+/// Appends the record of an outcome, as one line, to `buf`. Its `finished_at` is now: the
+/// writer encodes each outcome within milliseconds of its row finishing.
 pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::Result<()> {
     let hash = format!("{:016x}", o.hash);
+    let finished_at = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let finished_at = finished_at.as_str();
     match &o.result {
         Ok(r) => serde_json::to_writer(
             &mut *buf,
@@ -105,6 +110,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                 cost,
                 attempts: o.attempts,
                 latency_ms: o.latency_ms,
+                finished_at,
                 request_id: r.request_id.as_deref(),
                 tool_calls: r.tool_calls.as_ref(),
                 request_hash: &hash,
@@ -124,6 +130,7 @@ pub fn encode(o: &Outcome, cost: Option<f64>, buf: &mut Vec<u8>) -> serde_json::
                     message: &f.message,
                 },
                 attempts: o.attempts,
+                finished_at,
                 request_hash: &hash,
                 metadata: o.metadata.as_ref(),
                 batch_id: o.batch_id.as_deref(),
@@ -451,6 +458,11 @@ mod tests {
         assert_eq!(lines[1]["error"]["kind"], "invalid_request");
         assert_eq!(lines[1]["error"]["http_status"], 400);
         assert_eq!(lines[1]["attempts"], 2);
+        for line in &lines {
+            let at = line["finished_at"].as_str().expect("finished_at");
+            assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
+            assert!(humantime::parse_rfc3339(at).is_ok(), "{at}");
+        }
     }
 
     #[test]

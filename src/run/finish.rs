@@ -1,5 +1,6 @@
 //! The last stage of a run: the results file compacted to one record per id, the exit code
-//! from how the run ended, and the report (on stderr, and as `--summary-json`).
+//! from how the run ended, and the report (on stderr, as `--summary-json`, and as the HTML
+//! `--report`).
 
 use crate::exit::{Exit, Stop};
 use crate::output;
@@ -64,6 +65,10 @@ pub fn finish(ran: Ran) -> Exit {
         if let Err(e) = fs_err::write(path, json) {
             say(format_args!("error: cannot write the summary: {e}"));
         }
+    }
+    if let Some(path) = &settings.report {
+        let summary = serde_json::to_value(&report).ok();
+        crate::report::after_run(&settings.output, path, summary.as_ref());
     }
     drop(held);
     exit

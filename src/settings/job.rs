@@ -45,6 +45,7 @@ pub(super) fn read(
         &mut job.json_schema,
         &mut job.pricing,
         &mut job.summary_json,
+        &mut job.report,
     ]
     .into_iter()
     .flatten()

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod merge;
 pub mod mock;
 pub mod params;
+pub mod report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct Settings {
     pub quiet: bool,
     /// `--batch`: the rows go through the provider's Batch API.
     pub batch: Option<BatchMode>,
+    /// `--report FILE`: the HTML run report written at the end.
+    pub report: Option<PathBuf>,
 }
 
 /// Resolves a `run` command line into settings. `env` looks up environment variables.
@@ -167,6 +170,7 @@ pub fn resolve(
         progress_interval,
         quiet: args.quiet,
         batch,
+        report: args.report,
     })
 }
 
