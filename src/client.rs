@@ -106,17 +106,7 @@ impl Client {
         } else {
             Http::Direct(Box::new(pool(https, connect_timeout, concurrency)?))
         };
-        let auth = match key {
-            Some(k) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", k.expose())).map_err(|_| {
-                        anyhow::anyhow!("the API key holds characters not allowed in a header")
-                    })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
+        let auth = key.map(bearer).transpose()?;
         Ok(Client {
             http,
             api,
@@ -469,6 +459,15 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// The `Authorization: Bearer` header for a key, marked sensitive so that no debug output shows
+/// it. Shared by the synchronous client and the Batch API calls.
+pub fn bearer(key: &ApiKey) -> anyhow::Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        .map_err(|_| anyhow::anyhow!("the API key holds characters not allowed in a header"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 #[cfg(test)]

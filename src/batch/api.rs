@@ -162,17 +162,7 @@ impl BatchApi {
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
-        let auth = match key {
-            Some(k) => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", k.expose())).map_err(|_| {
-                        anyhow::anyhow!("the API key holds characters not allowed in a header")
-                    })?;
-                v.set_sensitive(true);
-                Some(v)
-            }
-            None => None,
-        };
+        let auth = key.map(crate::client::bearer).transpose()?;
         reqwest::Url::parse(base_url)
             .map_err(|e| anyhow::anyhow!("--base-url: not a valid URL: {e}"))?;
         Ok(BatchApi {
