@@ -186,12 +186,25 @@ impl BatchApi {
     where
         F: Fn() -> Result<reqwest::RequestBuilder, Failure>,
     {
+        self.retrying(what, || self.once(&make)).await
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries run out, waiting as a
+    /// synchronous run waits between attempts; a final failure names `what` and never holds
+    /// the key.
+    async fn retrying<T, Fut>(
+        &self,
+        what: &str,
+        mut attempt: impl FnMut() -> Fut,
+    ) -> Result<T, Failure>
+    where
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut steps =
             retry::policy(self.backoff.first, self.backoff.max, self.backoff.retries).build();
         loop {
-            let result = self.once(&make).await;
-            let failure = match result {
-                Ok(body) => return Ok(body),
+            let failure = match attempt().await {
+                Ok(value) => return Ok(value),
                 Err(f) => f,
             };
             let wait = match failure.retryable {
@@ -335,26 +348,8 @@ impl BatchApi {
     /// Downloads a file's content to `to`, as a stream (an output file may be large).
     pub async fn download(&self, file_id: &str, to: &Path) -> Result<(), Failure> {
         let what = format!("downloading {file_id}");
-        let mut steps =
-            retry::policy(self.backoff.first, self.backoff.max, self.backoff.retries).build();
-        loop {
-            let failure = match self.download_once(file_id, to).await {
-                Ok(()) => return Ok(()),
-                Err(f) => f,
-            };
-            let wait = match failure.retryable {
-                true => retry::next_wait(&failure, steps.next(), self.backoff.first),
-                false => None,
-            };
-            match wait {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    let mut f = failure;
-                    f.message = format!("{what}: {}", f.message);
-                    return Err(f);
-                }
-            }
-        }
+        self.retrying(&what, || self.download_once(file_id, to))
+            .await
     }
 
     async fn download_once(&self, file_id: &str, to: &Path) -> Result<(), Failure> {

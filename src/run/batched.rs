@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::execute::{Ran, send_invalid, spawn_reader, start_endpoint, start_summary};
+use super::execute::{Ran, open_output, send_invalid, spawn_reader, start_endpoint, start_summary};
 use super::prepare::Ready;
 use super::signals::Signals;
 use crate::batch;
@@ -32,11 +32,7 @@ pub async fn execute(ready: Ready, mode: BatchMode, signals: Signals) -> Result<
         compaction,
         held,
     } = ready;
-    let file = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&settings.output)
-        .map_err(RunError::OutputNotWritable)?;
+    let file = open_output(&settings)?;
     let (mock_server, base_url) = start_endpoint(&settings).await?;
     let model: Arc<str> = Arc::from(settings.params.model.as_str());
     let summary = start_summary(&settings, &plan, rows_skipped, &prices, &model);

@@ -45,6 +45,15 @@ pub struct Ran {
     pub held: Held,
 }
 
+/// Opens the results file for appending: every record of the run goes to its end.
+pub(super) fn open_output(settings: &Settings) -> Result<fs_err::File, RunError> {
+    fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&settings.output)
+        .map_err(RunError::OutputNotWritable)
+}
+
 /// Sends the rows of a ready run and waits until every outcome is written.
 pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
     let Ready {
@@ -59,11 +68,7 @@ pub async fn execute(ready: Ready, signals: Signals) -> Result<Ran, RunError> {
         compaction,
         held,
     } = ready;
-    let file = fs_err::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&settings.output)
-        .map_err(RunError::OutputNotWritable)?;
+    let file = open_output(&settings)?;
     // The simulated endpoint lives until every outcome is written.
     let (mock_server, base_url) = start_endpoint(&settings).await?;
     let flow = Arc::new(flow(&settings).await?);
