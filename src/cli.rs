@@ -32,7 +32,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
     MockServer(Box<MockServerArgs>),
-    /// Join a results file back to the input rows, in input order, as CSV or JSONL.
+    /// Join results files back to the input rows, in input order, as CSV or JSONL.
     Export(Box<ExportArgs>),
     /// Join results files (the shards of one job) into one, one record per id; with
     /// --input, list the input's ids that have no record (exit 1 if any).
