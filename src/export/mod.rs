@@ -1,5 +1,5 @@
-//! Export: a results file joined back to the input rows, in input order, as CSV or JSONL
-//! (`batchgen export RESULTS --input INPUT [--format csv|jsonl] [-o FILE]`).
+//! Export: a results file joined back to the input rows, in input order, as CSV, JSONL or
+//! Parquet (`batchgen export RESULTS --input INPUT [--format csv|jsonl|parquet] [-o FILE]`).
 //!
 //! # Joining
 //!
@@ -31,8 +31,12 @@
 //!   the row's latest record exactly as RESULTS has it, or `null` when it has none (`_result`
 //!   if the input uses `result`). A JSONL row's values pass through `serde_json`, so a number
 //!   is written in its shortest form (`1.50` becomes `1.5`).
+//! - **Parquet**: the CSV columns, typed: a Parquet input's columns keep their Arrow types
+//!   (the arrays are carried over), the result columns are Utf8, Int64 (token counts) and
+//!   Float64 (`cost`), null where CSV has an empty field; see [`parquet`]. Written in row
+//!   groups of bounded rows and bytes; never gzip-compressed (Parquet compresses inside).
 //!
-//! `--format` defaults to the extension of `-o` (`.csv`, `.jsonl`, `.ndjson`), then
+//! `--format` defaults to the extension of `-o` (`.csv`, `.jsonl`, `.ndjson`, `.parquet`), then
 //! to the input's format. Without `-o` (or with `-o -`) the export goes to stdout; a `.gz`
 //! name is gzip-compressed. A file is written beside its final path and renamed into place
 //! only when the export succeeds, so a failed export leaves nothing half-written, and `-o`
@@ -70,6 +74,7 @@
 
 mod columns;
 mod join;
+mod parquet;
 mod write;
 
 use std::fmt;
@@ -280,6 +285,18 @@ fn export_one(opts: &Options, diag: &mut dyn Write) -> Result<ExportReport, Expo
         report: &mut report,
     };
     match &opts.output {
+        None if opts.format == Format::Parquet => {
+            // The Parquet writer wants a `Send` writer: stdout itself, locked per write.
+            let mut out = BufWriter::with_capacity(WRITE_BUFFER, io::stdout());
+            job.write_parquet(&mut out, &target)?;
+            out.flush().map_err(|source| ExportError::Output {
+                target: target.clone(),
+                source,
+            })?;
+        }
+        Some(path) if opts.format == Format::Parquet => {
+            write_file(path, false, &target, |out| job.write_parquet(out, &target))?
+        }
         None => {
             let mut out = BufWriter::with_capacity(WRITE_BUFFER, io::stdout().lock());
             job.write(&mut out, &target)?;

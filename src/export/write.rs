@@ -1,5 +1,6 @@
 //! Pass 3 of the export: the input read again, each row written with its latest record, as
-//! CSV or JSONL, to stdout or to a file renamed into place only when the export succeeds.
+//! CSV or JSONL (Parquet in `super::parquet`), to stdout or to a file renamed into place only
+//! when the export succeeds.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -24,7 +25,7 @@ pub(super) fn write_file(
     path: &Path,
     gzip: bool,
     target: &str,
-    body: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>,
+    body: impl FnOnce(&mut (dyn Write + Send)) -> Result<(), ExportError>,
 ) -> Result<(), ExportError> {
     let failed = |source: io::Error| ExportError::Output {
         target: target.to_string(),
@@ -59,8 +60,9 @@ pub(super) fn write_file(
     Ok(())
 }
 
-/// Result columns of the CSV output, in order; `parsed` follows `content` when present.
-const RESULT_COLUMNS: [&str; 9] = [
+/// Result columns of the CSV and Parquet outputs, in order; `parsed` follows `content` when
+/// present.
+pub(super) const RESULT_COLUMNS: [&str; 9] = [
     "status",
     "content",
     "error_kind",
@@ -74,18 +76,18 @@ const RESULT_COLUMNS: [&str; 9] = [
 
 /// The shape of the output.
 pub(super) struct Layout {
-    columns: Columns,
-    format: Format,
-    with_parsed: bool,
-    /// CSV: the result columns' names; JSONL: the result key alone.
-    result_names: Vec<String>,
+    pub(super) columns: Columns,
+    pub(super) format: Format,
+    pub(super) with_parsed: bool,
+    /// CSV and Parquet: the result columns' names; JSONL: the result key alone.
+    pub(super) result_names: Vec<String>,
 }
 
 impl Layout {
     pub(super) fn new(columns: Columns, format: Format, with_parsed: bool) -> Layout {
         let mut result_names = Vec::new();
         match format {
-            Format::Csv => {
+            Format::Csv | Format::Parquet => {
                 for c in RESULT_COLUMNS {
                     result_names.push(columns.free_name(c));
                     if c == "content" && with_parsed {
@@ -94,7 +96,6 @@ impl Layout {
                 }
             }
             Format::Jsonl => result_names.push(columns.free_name("result")),
-            Format::Parquet => unreachable!("refused by the settings"),
         }
         Layout {
             columns,
@@ -142,7 +143,7 @@ trait AsColumns {
 }
 
 /// A value as CSV text: strings as they are, `null` as nothing, the rest as compact JSON.
-fn text(value: &Value) -> Cow<'_, str> {
+pub(super) fn text(value: &Value) -> Cow<'_, str> {
     input::field_text(value).unwrap_or(Cow::Borrowed(""))
 }
 
@@ -196,19 +197,50 @@ pub(super) struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// The row's latest record with its line (without the line end), counted in the report;
+    /// an error when RESULTS changed since pass 1.
+    pub(super) fn record_of(
+        &mut self,
+        row: &RawRow,
+    ) -> Result<Option<(RecordFields<'_>, &[u8])>, ExportError> {
+        let results_name = self.opts.results.display().to_string();
+        let id = join_id(row, &self.opts.id_field, self.plan);
+        let offset = self
+            .index
+            .get(&Key::of(&id))
+            .map(|slot| slot & !(SEEN | OK))
+            .filter(|&o| o != NO_RECORD);
+        self.report.rows += 1;
+        let Some(offset) = offset else {
+            self.report.missing += 1;
+            return Ok(None);
+        };
+        let line = self
+            .records
+            .read_at(offset)
+            .map_err(|e| refused(format!("cannot read {results_name}: {e}")))?;
+        match RecordFields::parse(line) {
+            Ok(r) if r.id == id => {
+                if r.status == "ok" {
+                    self.report.ok += 1;
+                } else {
+                    self.report.failed += 1;
+                }
+                Ok(Some((r, trim_line(line))))
+            }
+            _ => Err(changed(&results_name)),
+        }
+    }
+
     pub(super) fn write(&mut self, out: &mut dyn Write, target: &str) -> Result<(), ExportError> {
         let failed = |source: io::Error| ExportError::Output {
             target: target.to_string(),
             source,
         };
-        let input_name = self.opts.input.display();
-        let results_name = self.opts.results.display().to_string();
+        let opts = self.opts;
+        let layout = self.layout;
+        let input_name = opts.input.display();
         let unreadable = |e: io::Error| refused(format!("cannot read {input_name}: {e}"));
-        let changed = |what: &str| {
-            refused(format!(
-                "{what} changed while it was being exported; export again"
-            ))
-        };
         let mut sink = match self.layout.format {
             Format::Csv => {
                 let mut w = csv::WriterBuilder::new().from_writer(out);
@@ -224,68 +256,34 @@ impl Job<'_> {
             Format::Jsonl | Format::Parquet => Sink::Jsonl(out),
         };
         let mut buf: Vec<u8> = Vec::with_capacity(4096);
-        for item in input::open(&self.opts.input).map_err(unreadable)? {
+        for item in input::open(&opts.input).map_err(unreadable)? {
             let row = match item.map_err(unreadable)? {
                 Item::Row(row) => row,
-                Item::Bad(_) if self.opts.skip_invalid => {
+                Item::Bad(_) if opts.skip_invalid => {
                     self.report.left_out += 1;
                     continue;
                 }
                 Item::Bad(_) => return Err(changed(&input_name)),
             };
-            let id = join_id(&row, &self.opts.id_field, self.plan);
-            let offset = self
-                .index
-                .get(&Key::of(&id))
-                .map(|slot| slot & !(SEEN | OK))
-                .filter(|&o| o != NO_RECORD);
-            let line = match offset {
-                Some(o) => Some(
-                    self.records
-                        .read_at(o)
-                        .map_err(|e| refused(format!("cannot read {results_name}: {e}")))?,
-                ),
-                None => None,
-            };
-            let record = match line {
-                Some(l) => match RecordFields::parse(l) {
-                    Ok(r) if r.id == id => Some((r, trim_line(l))),
-                    _ => return Err(changed(&results_name)),
-                },
-                None => None,
-            };
-            self.report.rows += 1;
-            match &record {
-                Some((r, _)) if r.status == "ok" => self.report.ok += 1,
-                Some(_) => self.report.failed += 1,
-                None => self.report.missing += 1,
-            }
+            let record = self.record_of(&row)?;
             match &mut sink {
                 Sink::Csv(w) => {
-                    let mut fields: Vec<Cow<str>> = Vec::with_capacity(
-                        self.layout.columns.names.len() + self.layout.result_names.len(),
-                    );
-                    for name in &self.layout.columns.names {
+                    let mut fields: Vec<Cow<str>> =
+                        Vec::with_capacity(layout.columns.names.len() + layout.result_names.len());
+                    for name in &layout.columns.names {
                         fields.push(row.fields.get(name).map_or(Cow::Borrowed(""), text));
                     }
                     match &record {
-                        Some((r, _)) => r.columns(self.layout.with_parsed, &mut fields),
-                        None => fields.resize(
-                            fields.len() + self.layout.result_names.len(),
-                            Cow::Borrowed(""),
-                        ),
+                        Some((r, _)) => r.columns(layout.with_parsed, &mut fields),
+                        None => fields
+                            .resize(fields.len() + layout.result_names.len(), Cow::Borrowed("")),
                     }
                     w.write_record(fields.iter().map(|f| f.as_bytes()))
                         .map_err(|e| failed(csv_io(e)))?;
                 }
                 Sink::Jsonl(out) => {
                     buf.clear();
-                    jsonl_row(
-                        &row,
-                        self.layout,
-                        record.as_ref().map(|(_, raw)| *raw),
-                        &mut buf,
-                    );
+                    jsonl_row(&row, layout, record.as_ref().map(|(_, raw)| *raw), &mut buf);
                     out.write_all(&buf).map_err(failed)?;
                 }
             }
@@ -295,6 +293,13 @@ impl Job<'_> {
         }
         Ok(())
     }
+}
+
+/// The refusal when a file changed between the passes.
+pub(super) fn changed(what: &str) -> ExportError {
+    refused(format!(
+        "{what} changed while it was being exported; export again"
+    ))
 }
 
 /// Where pass 3 writes.

@@ -27,7 +27,7 @@ pub struct ParquetRows {
 }
 
 /// Why a file cannot be read as Parquet, as an I/O error naming no path (the caller names it).
-fn invalid(e: impl std::fmt::Display) -> io::Error {
+pub fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("not a readable Parquet file: {e}"),
@@ -41,16 +41,20 @@ pub fn schema(path: &Path) -> io::Result<arrow_schema::SchemaRef> {
     Ok(builder.schema().clone())
 }
 
+/// The file's record batches of [`BATCH_ROWS`] rows, in order, with their Arrow types.
+pub fn batches(path: &Path) -> io::Result<ParquetRecordBatchReader> {
+    let file = fs_err::File::open(path)?.into_parts().0;
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(invalid)?
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(invalid)
+}
+
 impl ParquetRows {
     pub fn open(path: &Path) -> io::Result<ParquetRows> {
-        let file = fs_err::File::open(path)?.into_parts().0;
-        let batches = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(invalid)?
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(invalid)?;
         Ok(ParquetRows {
-            batches,
+            batches: batches(path)?,
             lines: Vec::new(),
             pos: 0,
             number: 0,

@@ -52,15 +52,15 @@ impl Options {
             .map(Format::from)
             .or_else(|| output.as_deref().and_then(format_of))
             .unwrap_or(input_format);
-        if format == Format::Parquet {
-            return Err(bad(
-                "--format parquet: export writes CSV or JSONL for now; Parquet input is read",
-            ));
-        }
         let gzip = output
             .as_deref()
             .and_then(Path::file_name)
             .is_some_and(|n| n.to_string_lossy().to_ascii_lowercase().ends_with(".gz"));
+        if format == Format::Parquet && gzip {
+            return Err(bad(
+                "--format parquet: Parquet is compressed inside (Snappy); name -o without .gz",
+            ));
+        }
         Ok(Options {
             results: args
                 .results
@@ -110,5 +110,10 @@ mod tests {
         assert_eq!((o.format, o.output), (Format::Csv, None));
         assert!(Options::resolve(&args("-", None, None)).is_err());
         assert!(Options::resolve(&args("rows.txt", None, None)).is_err());
+        let o = Options::resolve(&args("rows.csv", Some("out.parquet"), None)).expect("ok");
+        assert_eq!((o.format, o.gzip), (Format::Parquet, false));
+        let o = Options::resolve(&args("rows.parquet", None, None)).expect("ok");
+        assert_eq!(o.format, Format::Parquet);
+        assert!(Options::resolve(&args("r.csv", Some("o.gz"), Some(Flag::Parquet))).is_err());
     }
 }
