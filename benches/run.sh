@@ -4,15 +4,18 @@
 #   benches/run.sh [--quick] [--no-python] [--repeat N] [--bin PATH] [--scenario NAME ...]
 #
 # --bin PATH: measure this batchgen binary (say, an older build kept aside) instead of building.
-# Scenarios: c64 c256 slow nginx memory resume (default: all). Results: a table on stdout,
-# target/bench/results.md (Markdown) and target/bench/results.jsonl (raw).
+# Scenarios: c64 c256 slow nginx memory resume merge report batchfiles (default: all), and
+# huge (opt-in: a 10,000,000-row run and its resume, several GB of disk). Results: a table on
+# stdout, target/bench/results.md (Markdown) and target/bench/results.jsonl (raw).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 OPENAI_VERSION=${BENCH_OPENAI_VERSION:-3.57.0}
-ALL_SCENARIOS=(c64 c256 slow nginx memory resume)
+ALL_SCENARIOS=(c64 c256 slow nginx memory resume merge report batchfiles)
+# Scenarios run only when named with --scenario.
+OPT_IN_SCENARIOS=(huge)
 QUICK=0
 PYTHON=1
 REPEAT=
@@ -54,8 +57,8 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 for s in "${SCENARIOS[@]}"; do
-    [[ " ${ALL_SCENARIOS[*]} " == *" $s "* ]] || {
-        echo "unknown scenario: $s (one of: ${ALL_SCENARIOS[*]})" >&2
+    [[ " ${ALL_SCENARIOS[*]} ${OPT_IN_SCENARIOS[*]} " == *" $s "* ]] || {
+        echo "unknown scenario: $s (one of: ${ALL_SCENARIOS[*]} ${OPT_IN_SCENARIOS[*]})" >&2
         exit 2
     }
 done
@@ -66,6 +69,7 @@ if [[ $QUICK == 1 ]]; then
     N_PY=${BENCH_PY_ROWS:-5000}
     N_SLOW=${BENCH_SLOW_ROWS:-5000}
     N_MEM=${BENCH_MEM_ROWS:-100000}
+    N_HUGE=${BENCH_HUGE_ROWS:-1000000}
     WRK_DURATION=${BENCH_WRK_DURATION:-5s}
     REPEAT=${REPEAT:-1}
 else
@@ -73,6 +77,7 @@ else
     N_PY=${BENCH_PY_ROWS:-20000}
     N_SLOW=${BENCH_SLOW_ROWS:-5000}
     N_MEM=${BENCH_MEM_ROWS:-1000000}
+    N_HUGE=${BENCH_HUGE_ROWS:-10000000}
     WRK_DURATION=${BENCH_WRK_DURATION:-10s}
     REPEAT=${REPEAT:-5}
 fi
@@ -426,8 +431,83 @@ scenario_resume() {
     RUN=1
 }
 
+# run_cmd SCENARIO ROWS -- COMMAND...: times one batchgen command (not a run) with time -v.
+run_cmd() {
+    local s=$1 n=$2 tf=$OUT/$1.cmd.time cl=$OUT/$1.cmd.log t0 t1 rc=0 note=""
+    shift 3
+    log "$s: $(basename "$1") ${*:2}"
+    t0=$(now)
+    /usr/bin/time -v -o "$tf" "$@" >"$cl" 2>&1 || rc=$?
+    t1=$(now)
+    [[ $rc == 0 ]] || note="exit $rc: $(head -c 200 "$cl" | tr '\n' ' ')"
+    $REPORT add "$RESULTS" --scenario "$s" --tool batchgen --rows "$n" \
+        --wall-s "$(minus "$t1" "$t0")" --time-file "$tf" --ok "$([[ $rc == 0 ]] && echo "$n" || echo 0)" \
+        --note "$note"
+}
+
+# The memory scenario's finished N_MEM-row job, made (not timed) when missing.
+done_job() {
+    local rows=$1
+    start_mock 0
+    if [[ ! -s $MEM_OUT ]] || [[ $(wc -l <"$MEM_OUT") != "$N_MEM" ]]; then
+        log "no finished $N_MEM-row job in $MEM_OUT; running it first (not timed)"
+        rm -f "$MEM_OUT" "$MEM_OUT.lock" "$MEM_OUT".prev*
+        "$BIN" run "$rows" -o "$MEM_OUT" --base-url "${MOCK_URL[0]}" -c 64 --no-progress -q \
+            2>"$OUT/done-job.log" || die "could not make the done job: $(cat "$OUT/done-job.log")"
+    fi
+}
+
+# batchgen merge of four shards of the done job (split by line: each id in one shard).
+scenario_merge() {
+    local rows i shards=()
+    rows=$(rows_file "$N_MEM")
+    done_job "$rows"
+    rm -f "$OUT"/merge.shard-*
+    split -n l/4 -d -a 1 --additional-suffix=.results.jsonl "$MEM_OUT" "$OUT/merge.shard-"
+    for i in 0 1 2 3; do shards+=("$OUT/merge.shard-$i.results.jsonl"); done
+    rm -f "$OUT/merge.out.jsonl"
+    run_cmd merge "$N_MEM" -- "$BIN" merge "${shards[@]}" -o "$OUT/merge.out.jsonl"
+    rm -f "${shards[@]}" "$OUT/merge.out.jsonl"
+}
+
+# batchgen report over the done job's records.
+scenario_report() {
+    local rows
+    rows=$(rows_file "$N_MEM")
+    done_job "$rows"
+    run_cmd report "$N_MEM" -- "$BIN" report "$MEM_OUT" -o "$OUT/report.html"
+}
+
+# The batch input files of N_MEM rows, as `run --dry-run --batch` writes them (no upload).
+scenario_batchfiles() {
+    local rows
+    rows=$(rows_file "$N_MEM")
+    rm -f "$OUT/batchfiles.out.jsonl"
+    run_cmd batchfiles "$N_MEM" -- "$BIN" run "$rows" -o "$OUT/batchfiles.out.jsonl" \
+        --base-url mock --batch --dry-run --no-progress
+}
+
+# Opt-in: an N_HUGE-row run on the mock and the resume of the done job; its files are deleted.
+scenario_huge() {
+    local rows out=$OUT/huge.out.jsonl free_kb
+    free_kb=$(df -Pk "$OUT" | awk 'NR == 2 { print $4 }')
+    if ((free_kb < 10 * 1024 * 1024)); then
+        log "huge: SKIPPED, under 10 GB free in $OUT"
+        return 0
+    fi
+    start_mock 0
+    rows=$(rows_file "$N_HUGE")
+    run_batchgen huge 0 64 "$rows" "$N_HUGE" "$out"
+    run_batchgen huge-resume 0 64 "$rows" "$N_HUGE" "$out" resume
+    rm -f "$rows" "$out" "$out.lock" "$out".prev*
+}
+
 for s in "${SCENARIOS[@]}"; do
     case "$s" in
+        merge) scenario_merge ;;
+        report) scenario_report ;;
+        batchfiles) scenario_batchfiles ;;
+        huge) scenario_huge ;;
         c64) scenario_fast c64 64 ;;
         c256) scenario_fast c256 256 ;;
         slow) scenario_slow ;;
