@@ -33,7 +33,7 @@
 //!   is written in its shortest form (`1.50` becomes `1.5`).
 //! - **Parquet**: the CSV columns, typed: a Parquet input's columns keep their Arrow types
 //!   (the arrays are carried over), the result columns are Utf8, Int64 (token counts) and
-//!   Float64 (`cost`), null where CSV has an empty field; see [`parquet`]. Written in row
+//!   Float64 (`cost`), null where CSV has an empty field; see `parquet.rs`. Written in row
 //!   groups of bounded rows and bytes; never gzip-compressed (Parquet compresses inside).
 //!
 //! `--format` defaults to the extension of `-o` (`.csv`, `.jsonl`, `.ndjson`, `.parquet`), then

@@ -41,7 +41,7 @@ pub fn schema(path: &Path) -> io::Result<arrow_schema::SchemaRef> {
     Ok(builder.schema().clone())
 }
 
-/// The file's record batches of [`BATCH_ROWS`] rows, in order, with their Arrow types.
+/// The file's record batches of `BATCH_ROWS` rows, in order, with their Arrow types.
 pub fn batches(path: &Path) -> io::Result<ParquetRecordBatchReader> {
     let file = fs_err::File::open(path)?.into_parts().0;
     ParquetRecordBatchReaderBuilder::try_new(file)

@@ -47,7 +47,7 @@ impl Entry {
 
 /// The latest record of each id, as a vector sorted by id key and looked up by binary search:
 /// records are appended as the scan reads them, then sorted and reduced to one per id
-/// ([`LatestTable::finish`]). A hash map of the same entries took about 2.7 times the memory
+/// (`LatestTable::finish`). A hash map of the same entries took about 2.7 times the memory
 /// (its spare capacity, control bytes, and the old table alongside the new one while growing).
 #[derive(Debug, Default)]
 pub struct LatestTable {
