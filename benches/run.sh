@@ -4,7 +4,7 @@
 #   benches/run.sh [--quick] [--no-python] [--repeat N] [--bin PATH] [--scenario NAME ...]
 #
 # --bin PATH: measure this batchgen binary (say, an older build kept aside) instead of building.
-# Scenarios: c64 c256 slow nginx memory resume merge report batchfiles (default: all), and
+# Scenarios: c64 c256 slow nginx memory resume merge report batchfiles parquet (default: all), and
 # huge (opt-in: a 10,000,000-row run and its resume, several GB of disk). Results: a table on
 # stdout, target/bench/results.md (Markdown) and target/bench/results.jsonl (raw).
 set -euo pipefail
@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 OPENAI_VERSION=${BENCH_OPENAI_VERSION:-3.57.0}
-ALL_SCENARIOS=(c64 c256 slow nginx memory resume merge report batchfiles)
+ALL_SCENARIOS=(c64 c256 slow nginx memory resume merge report batchfiles parquet)
 # Scenarios run only when named with --scenario.
 OPT_IN_SCENARIOS=(huge)
 QUICK=0
@@ -487,6 +487,35 @@ scenario_batchfiles() {
         --base-url mock --batch --dry-run --no-progress
 }
 
+# pyarrow in the bench venv, to write the Parquet input (another tool than batchgen).
+pyarrow_venv() {
+    [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV" >&2 || return 1
+    "$VENV/bin/python" -c "import pyarrow" 2>/dev/null && return 0
+    log "pip install pyarrow into $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check pyarrow >&2
+}
+
+# The N_MEM rows as a Parquet file written by pyarrow: the run reads it, and the export writes
+# it back as Parquet with the results; both in flat memory.
+scenario_parquet() {
+    local rows pq=$OUT/rows-$N_MEM.parquet out=$OUT/parquet.out.jsonl
+    rows=$(rows_file "$N_MEM")
+    if [[ ! -s $pq ]]; then
+        if ! pyarrow_venv; then
+            log "parquet: SKIPPED, no pyarrow in $VENV (pip failed: no network?)"
+            return 0
+        fi
+        log "writing $pq with pyarrow"
+        "$VENV/bin/python" -c 'import sys, pyarrow.json as j, pyarrow.parquet as p
+p.write_table(j.read_json(sys.argv[1]), sys.argv[2])' "$rows" "$pq.tmp" && mv "$pq.tmp" "$pq"
+    fi
+    start_mock 0
+    run_batchgen parquet 0 64 "$pq" "$N_MEM" "$out"
+    rm -f "$OUT/parquet.export.parquet"
+    run_cmd parquet-export "$N_MEM" -- "$BIN" export "$out" --input "$pq" -o "$OUT/parquet.export.parquet"
+    rm -f "$out" "$out.lock" "$OUT/parquet.export.parquet"
+}
+
 # Opt-in: an N_HUGE-row run on the mock and the resume of the done job; its files are deleted.
 scenario_huge() {
     local rows out=$OUT/huge.out.jsonl free_kb
@@ -507,6 +536,7 @@ for s in "${SCENARIOS[@]}"; do
         merge) scenario_merge ;;
         report) scenario_report ;;
         batchfiles) scenario_batchfiles ;;
+        parquet) scenario_parquet ;;
         huge) scenario_huge ;;
         c64) scenario_fast c64 64 ;;
         c256) scenario_fast c256 256 ;;

@@ -32,7 +32,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Serve a simulated LLM endpoint on loopback for rehearsals, tests and benchmarks.
     MockServer(Box<MockServerArgs>),
-    /// Join results files back to the input rows, in input order, as CSV or JSONL.
+    /// Join results files back to the input rows, in input order, as CSV, JSONL or Parquet.
     Export(Box<ExportArgs>),
     /// Join results files (the shards of one job) into one, one record per id; with
     /// --input, list the input's ids that have no record (exit 1 if any).
@@ -518,7 +518,8 @@ pub struct ExportArgs {
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<InputFormat>,
 
-    /// Output file; a `.gz` name is gzip-compressed [default: stdout].
+    /// Output file; a `.parquet` name writes Parquet (compressed inside, so no `.gz`), a
+    /// `.gz` name is gzip-compressed CSV or JSONL [default: stdout].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
