@@ -55,8 +55,13 @@ pub struct Plan {
     pub skip_rows: Vec<u64>,
     keep_invalid: bool,
     /// Every valid row, until `resume` uses them. 32 bytes a row: this is most of the memory
-    /// a large input needs before the run starts.
+    /// a large input needs before the run starts. Empty in a lean plan (see [`validate`]).
     rows: Vec<PlannedRow>,
+    /// A lean plan's duplicate check: the 64-bit hash of each row's own id, valid or not.
+    dup_keys: Vec<u64>,
+    /// A lean plan's valid rows without an id, as (line, row number): invalid if other rows
+    /// have one.
+    idless: Vec<(u32, u32)>,
     /// With `--dry-run`: estimated input tokens by row number.
     estimates: Option<HashMap<u32, u32>>,
     /// With `--dry-run`: the estimated input tokens of the rows the run would send.
@@ -228,12 +233,18 @@ impl Plan {
 
 /// Reads the whole input once, building every request. It needs nothing from the output, so
 /// it can run while the output is scanned; [`Plan::resume`] then joins the two.
+///
+/// A `lean` plan (for a run with nothing to resume, no shard and no estimates) keeps 8 bytes
+/// a row instead of 32: only the hash of each row's own id, for the duplicate check, since
+/// `resume` has nothing to join and `keep_shard` is not called.
 pub fn validate(
     spec: &InputSpec,
     builder: &Builder,
     keep_invalid: bool,
     estimate: bool,
+    lean: bool,
 ) -> std::io::Result<Plan> {
+    let lean = lean && !estimate;
     let mut plan = Plan {
         keep_invalid,
         estimates: estimate.then(HashMap::new),
@@ -273,7 +284,11 @@ pub fn validate(
             Ok(p) => {
                 let number = u32::try_from(row.number).unwrap_or(u32::MAX);
                 let line = u32::try_from(row.line).unwrap_or(u32::MAX);
-                plan.rows.push((id_key(&p.id), p.hash, number, line));
+                match (&own, lean) {
+                    (_, false) => plan.rows.push((id_key(&p.id), p.hash, number, line)),
+                    (Ok(Some(id)), true) => plan.dup_keys.push(lean_key(id)),
+                    (_, true) => plan.idless.push((line, number)),
+                }
                 if let Some(e) = &mut plan.estimates {
                     e.insert(number, crate::request::estimate_tokens(&p.body));
                 }
@@ -288,6 +303,7 @@ pub fn validate(
             }
             Err(reason) => {
                 match &own {
+                    Ok(Some(id)) if lean => plan.dup_keys.push(lean_key(id)),
                     Ok(Some(id)) => {
                         let line = u32::try_from(row.line).unwrap_or(u32::MAX);
                         bad_with_id.push((id_key(id), line));
@@ -305,7 +321,10 @@ pub fn validate(
             builder.id_field()
         );
         // The valid ones leave the plan: they are not sent, nor counted as done.
-        let mut idless = Vec::new();
+        let mut idless: Vec<(u64, u64)> = std::mem::take(&mut plan.idless)
+            .into_iter()
+            .map(|(line, number)| (u64::from(line), u64::from(number)))
+            .collect();
         plan.rows.retain(|r| {
             let keep = !bit(&without_id, u64::from(r.2));
             if !keep {
@@ -317,9 +336,11 @@ pub fn validate(
             plan.invalid_row(line, number, Ok(None), reason.clone());
         }
     }
-    let duplicates = match any_id {
-        true => find_duplicates(spec, builder, &mut plan, bad_with_id)?,
-        false => HashMap::new(),
+    plan.idless = Vec::new();
+    let duplicates = match (any_id, lean) {
+        (true, false) => find_duplicates(spec, builder, &mut plan, bad_with_id)?,
+        (true, true) => find_lean_duplicates(spec, builder, &mut plan)?,
+        (false, _) => HashMap::new(),
     };
     plan.resolve_invalid(&duplicates);
     plan.problems.sort_by_key(|p| p.line);
@@ -370,6 +391,55 @@ fn find_duplicates(
         if let Ok(Some(id)) = input::row_id(&row.fields, builder.id_field()) {
             let reason = format!("duplicate id `{id}` (first on line {first})");
             plan.invalid_row(row.line, row.number, Ok(Some(id)), reason);
+        }
+    }
+    Ok(dups)
+}
+
+/// The id hash of a lean plan's duplicate check. 64 bits are not enough to tell ids apart
+/// for certain, so equal hashes are only candidates: see [`find_lean_duplicates`].
+fn lean_key(id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
+}
+
+/// The duplicate check of a lean plan, with the result of [`find_duplicates`]: the id hashes
+/// are sorted, and only if two are equal is the input read again, to compare the ids of the
+/// rows with those hashes themselves.
+fn find_lean_duplicates(
+    spec: &InputSpec,
+    builder: &Builder,
+    plan: &mut Plan,
+) -> std::io::Result<HashMap<u64, u64>> {
+    let mut keys = std::mem::take(&mut plan.dup_keys);
+    keys.sort_unstable();
+    let shared: HashSet<u64> = keys
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    drop(keys);
+    let mut dups: HashMap<u64, u64> = HashMap::new();
+    if shared.is_empty() {
+        return Ok(dups);
+    }
+    let mut first: HashMap<String, u64> = HashMap::new();
+    for item in input::open(spec)? {
+        let Item::Row(row) = item? else { continue };
+        let Ok(Some(id)) = input::row_id(&row.fields, builder.id_field()) else {
+            continue;
+        };
+        if !shared.contains(&lean_key(&id)) {
+            continue;
+        }
+        match first.get(&id) {
+            Some(&line) => {
+                dups.insert(row.line, line);
+                let reason = format!("duplicate id `{id}` (first on line {line})");
+                plan.invalid_row(row.line, row.number, Ok(Some(id)), reason);
+            }
+            None => {
+                first.insert(id, row.line);
+            }
         }
     }
     Ok(dups)

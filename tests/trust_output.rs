@@ -74,6 +74,63 @@ fn skip_invalid_reruns_never_send_a_row_whose_id_an_invalid_row_shares() {
     }
 }
 
+/// A first run (nothing to resume: validation keeps 8 bytes a row) and a run into an output
+/// with records (validation keeps each row for the resume) find the same duplicates and rows
+/// without an id, and send the same rows.
+#[test]
+fn a_first_run_and_a_resumed_run_find_the_same_bad_rows() {
+    let ep = Endpoint::start(MockConfig::default());
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(
+        dir.path(),
+        "in.jsonl",
+        "{\"id\":\"a\",\"prompt\":\"one\"}\n\
+         {\"prompt\":\"no id\"}\n\
+         {\"id\":\"b\",\"prompt\":\"two\"}\n\
+         {\"id\":\"a\",\"prompt\":\"three\"}\n\
+         {\"id\":\"b\",\"text\":\"no prompt\"}\n\
+         {\"id\":\"a\",\"prompt\":\"four\"}\n",
+    );
+    let first = dir.path().join("first.jsonl");
+    let (code, first_err) = run_io(&input, &first, &ep.url(), &["--skip-invalid"]);
+    assert_eq!(code, 1, "{first_err}");
+    assert_eq!(ep.stats().requests, 2, "{first_err}");
+    // The same input into an output holding a record of another id: a resume.
+    let resumed = dir.path().join("resumed.jsonl");
+    let other = write(
+        dir.path(),
+        "other.jsonl",
+        "{\"id\":\"z\",\"prompt\":\"other\"}\n",
+    );
+    let (code, stderr) = run_io(&other, &resumed, &ep.url(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, resumed_err) = run_io(&input, &resumed, &ep.url(), &["--skip-invalid"]);
+    assert_eq!(code, 1, "{resumed_err}");
+    assert_eq!(ep.stats().requests, 5, "{resumed_err}");
+    for line in [
+        "in.jsonl:2: no `id` field, while other rows have one",
+        "in.jsonl:4: duplicate id `a` (first on line 1)",
+        "in.jsonl:5: duplicate id `b` (first on line 3)",
+        "in.jsonl:6: duplicate id `a` (first on line 1)",
+    ] {
+        assert!(first_err.contains(line), "{line}: {first_err}");
+        assert!(resumed_err.contains(line), "{line}: {resumed_err}");
+    }
+    let mut resumed = by_id(&records(&resumed));
+    assert!(resumed.remove("z").is_some());
+    let first = by_id(&records(&first));
+    let status = |m: &std::collections::HashMap<String, Value>| {
+        let mut v: Vec<(String, Value)> = m
+            .iter()
+            .map(|(id, r)| (id.clone(), r["status"].clone()))
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    assert_eq!(status(&first), status(&resumed));
+    assert_eq!(first.len(), 6, "{first:?}");
+}
+
 #[test]
 fn an_invalid_input_record_never_supersedes_an_ok_one() {
     let ep = Endpoint::start(MockConfig::default());

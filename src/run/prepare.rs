@@ -183,7 +183,13 @@ async fn scan_and_validate(
             settings.skip_invalid,
         );
         let estimate = settings.dry_run;
-        tokio::task::spawn_blocking(move || plan::validate(&spec, &builder, keep, estimate))
+        // Nothing to resume and no shard: the plan keeps only what the duplicate check needs.
+        let empty = match std::fs::metadata(&settings.output) {
+            Ok(m) => m.is_file() && m.len() == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        let lean = empty && settings.shard.is_none();
+        tokio::task::spawn_blocking(move || plan::validate(&spec, &builder, keep, estimate, lean))
     };
     let prev = scan
         .await
