@@ -107,7 +107,7 @@ fn missing_ids(
             continue;
         };
         let id = export::join_id(&row, &opts.id_field, &plan);
-        if !chosen.contains_key(&id_key(&id)) {
+        if !chosen.contains(id_key(&id)) {
             missing += 1;
             if missing <= MAX_NAMED as u64 {
                 say(format_args!(
