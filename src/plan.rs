@@ -1,8 +1,10 @@
 //! The plan of a run, made before anything is sent: `validate` reads the whole input once and
-//! builds every request, so bad input is found first (with duplicates of an id); `Plan::resume`
-//! then joins it with the scan of the existing output, to skip the rows already done.
+//! builds every request, so bad input is found first (with duplicates of an id), and learns
+//! which rows the scan of the existing output says are done: as it reads them
+//! ([`Keep::Resume`]), or afterwards in `Plan::resume`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::input::ids::id_key;
 use crate::input::ids::{OwnId, Shard, record_id};
@@ -62,6 +64,10 @@ pub struct Plan {
     /// A lean plan's valid rows without an id, as (line, row number): invalid if other rows
     /// have one.
     idless: Vec<(u32, u32)>,
+    /// With [`Keep::Resume`]: bits per row number, set for the rows counted in `rows_done`
+    /// and in `rows_changed`, so that a row found invalid after the pass is counted in neither.
+    done_bits: Vec<u64>,
+    changed_bits: Vec<u64>,
     /// With `--dry-run`: estimated input tokens by row number.
     estimates: Option<HashMap<u32, u32>>,
     /// With `--dry-run`: the estimated input tokens of the rows the run would send.
@@ -170,6 +176,50 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// [`Keep::Resume`]: counts a row done or changed by its id's latest record, and marks the
+    /// rows the run skips, as [`Plan::resume`] does.
+    fn look_up(&mut self, prev: &Previous, p: &Prepared, number: u64, rerun_changed: bool) {
+        match prev.status_by_key(id_key(&p.id), p.hash) {
+            Status::Done => {
+                self.rows_done += 1;
+                set_bit(&mut self.done_bits, number);
+                set_bit(&mut self.skip_rows, number);
+            }
+            Status::Changed => {
+                self.rows_changed += 1;
+                set_bit(&mut self.changed_bits, number);
+                if !rerun_changed {
+                    set_bit(&mut self.skip_rows, number);
+                }
+            }
+            Status::Pending => {}
+        }
+    }
+
+    /// A row [`Plan::look_up`] counted turned out invalid (a later row of a duplicate id, or a
+    /// row without an id): it is neither done nor changed, but gets its `invalid_input` record.
+    fn uncount(&mut self, number: u64) {
+        if bit(&self.done_bits, number) {
+            self.rows_done -= 1;
+            clear_bit(&mut self.done_bits, number);
+            clear_bit(&mut self.skip_rows, number);
+        }
+        if bit(&self.changed_bits, number) {
+            self.rows_changed -= 1;
+            clear_bit(&mut self.changed_bits, number);
+            clear_bit(&mut self.skip_rows, number);
+        }
+    }
+}
+
+fn clear_bit(bits: &mut [u64], number: u64) {
+    let i = number as usize;
+    if let Some(w) = bits.get_mut(i / 64) {
+        *w &= !(1 << (i % 64));
+    }
+}
+
 /// Whether row `number` (1-based) is set in a bitset.
 pub fn bit(bits: &[u64], number: u64) -> bool {
     let i = number as usize;
@@ -231,20 +281,31 @@ impl Plan {
     }
 }
 
-/// Reads the whole input once, building every request. It needs nothing from the output, so
-/// it can run while the output is scanned; [`Plan::resume`] then joins the two.
-///
-/// A `lean` plan (for a run with nothing to resume, no shard and no estimates) keeps 8 bytes
-/// a row instead of 32: only the hash of each row's own id, for the duplicate check, since
-/// `resume` has nothing to join and `keep_shard` is not called.
+/// What validation keeps of each valid row, for what comes after it.
+pub enum Keep {
+    /// Every row, 32 bytes each: for [`Plan::keep_shard`], [`Plan::resume`] and the
+    /// estimates of a dry run. Validation needs nothing from the output, so it can run while
+    /// the output is scanned; `resume` then joins the two.
+    Rows,
+    /// Nothing to resume, no shard, no estimates: only the 8 bytes a row of the duplicate
+    /// check (the hash of the row's own id).
+    Lean,
+    /// The output's records, scanned first: each row is looked up as it is built, and only
+    /// the duplicate check's 8 bytes are kept (no shard, no estimates). With
+    /// `--rerun-changed`, changed rows are sent again.
+    Resume(Arc<Previous>, bool),
+}
+
+/// Reads the whole input once, building every request (see [`Keep`] for what it keeps).
 pub fn validate(
     spec: &InputSpec,
     builder: &Builder,
     keep_invalid: bool,
     estimate: bool,
-    lean: bool,
+    keep: Keep,
 ) -> std::io::Result<Plan> {
-    let lean = lean && !estimate;
+    let keep = if estimate { Keep::Rows } else { keep };
+    let lean = !matches!(keep, Keep::Rows);
     let mut plan = Plan {
         keep_invalid,
         estimates: estimate.then(HashMap::new),
@@ -288,6 +349,9 @@ pub fn validate(
                     (_, false) => plan.rows.push((id_key(&p.id), p.hash, number, line)),
                     (Ok(Some(id)), true) => plan.dup_keys.push(lean_key(id)),
                     (_, true) => plan.idless.push((line, number)),
+                }
+                if let Keep::Resume(prev, rerun_changed) = &keep {
+                    plan.look_up(prev, &p, row.number, *rerun_changed);
                 }
                 if let Some(e) = &mut plan.estimates {
                     e.insert(number, crate::request::estimate_tokens(&p.body));
@@ -333,6 +397,7 @@ pub fn validate(
             keep
         });
         for (line, number) in idless.into_iter().chain(bad_without_id) {
+            plan.uncount(number);
             plan.invalid_row(line, number, Ok(None), reason.clone());
         }
     }
@@ -434,6 +499,7 @@ fn find_lean_duplicates(
         match first.get(&id) {
             Some(&line) => {
                 dups.insert(row.line, line);
+                plan.uncount(row.number);
                 let reason = format!("duplicate id `{id}` (first on line {line})");
                 plan.invalid_row(row.line, row.number, Ok(Some(id)), reason);
             }

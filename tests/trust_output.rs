@@ -129,6 +129,24 @@ fn a_first_run_and_a_resumed_run_find_the_same_bad_rows() {
     };
     assert_eq!(status(&first), status(&resumed));
     assert_eq!(first.len(), 6, "{first:?}");
+
+    // A rerun of the first output: the two valid rows are done, and the later rows of their
+    // ids, though looked up under the same ids, are counted as invalid, not as done.
+    let summary = dir.path().join("summary.json");
+    let first_out = dir.path().join("first.jsonl");
+    let summary_arg = summary.to_string_lossy().into_owned();
+    let (code, stderr) = run_io(
+        &input,
+        &first_out,
+        &ep.url(),
+        &["--skip-invalid", "--summary-json", &summary_arg],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(ep.stats().requests, 5, "{stderr}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("json");
+    assert_eq!(summary["rows_skipped"], 2, "{summary}");
+    assert_eq!(summary["rows_total"], 6, "{summary}");
 }
 
 #[test]

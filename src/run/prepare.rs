@@ -158,15 +158,21 @@ fn lock_output(settings: &Settings) -> Result<Option<OutputLock>, RunError> {
     Ok(lock)
 }
 
-/// The output scan and the input validation read different files: they run side by side.
-/// A repair of the output is said as soon as the scan is done, even when the input is then
-/// refused.
+/// The output scan and the input validation. With records to resume and no shard (nor dry
+/// run), the scan comes first and validation looks each row up as it reads it, keeping 8 bytes
+/// a row; otherwise the two read their files side by side, validation keeping 32 bytes a row
+/// for `Plan::resume` (or 8 when the output is empty). A repair of the output is said as soon
+/// as the scan is done, even when the input is then refused.
 async fn scan_and_validate(
     settings: &Settings,
     builder: &Builder,
     input_name: &str,
     output_name: &str,
-) -> Result<(Previous, Plan), RunError> {
+) -> Result<(Arc<Previous>, Plan), RunError> {
+    let empty = match std::fs::metadata(&settings.output) {
+        Ok(m) => m.is_file() && m.len() == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    };
     let scan = {
         // A dry run with --fresh plans as if the output were already moved aside.
         let path = match settings.dry_run && settings.fresh {
@@ -176,36 +182,46 @@ async fn scan_and_validate(
         let repair = !settings.dry_run;
         tokio::task::spawn_blocking(move || output::resume::scan(&path, repair))
     };
-    let validation = {
-        let (spec, builder, keep) = (
+    let scanned = |r: Result<std::io::Result<Previous>, tokio::task::JoinError>| {
+        r.map_err(RunError::ScanPanicked)?
+            .map_err(|source| RunError::ReadOutput {
+                output: output_name.to_string(),
+                source,
+            })
+            .map(Arc::new)
+    };
+    let inline = !empty && settings.shard.is_none() && !settings.dry_run;
+    let validate = |keep: plan::Keep| {
+        let (spec, builder, skip) = (
             settings.input.clone(),
             builder.clone(),
             settings.skip_invalid,
         );
         let estimate = settings.dry_run;
-        // Nothing to resume and no shard: the plan keeps only what the duplicate check needs.
-        let empty = match std::fs::metadata(&settings.output) {
-            Ok(m) => m.is_file() && m.len() == 0,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        let lean = empty && settings.shard.is_none();
-        tokio::task::spawn_blocking(move || plan::validate(&spec, &builder, keep, estimate, lean))
+        tokio::task::spawn_blocking(move || plan::validate(&spec, &builder, skip, estimate, keep))
     };
-    let prev = scan
-        .await
-        .map_err(RunError::ScanPanicked)?
-        .map_err(|source| RunError::ReadOutput {
-            output: output_name.to_string(),
-            source,
-        })?;
+    let validated = |r: Result<std::io::Result<Plan>, tokio::task::JoinError>| {
+        r.map_err(RunError::ValidationPanicked)?
+            .map_err(|source| RunError::ReadInput {
+                input: input_name.to_string(),
+                source,
+            })
+    };
+    if inline {
+        let prev = scanned(scan.await)?;
+        say_repairs(settings, &prev, output_name);
+        let keep = plan::Keep::Resume(prev.clone(), settings.rerun_changed);
+        let plan = validated(validate(keep).await)?;
+        return Ok((prev, plan));
+    }
+    let keep = match empty && settings.shard.is_none() {
+        true => plan::Keep::Lean,
+        false => plan::Keep::Rows,
+    };
+    let validation = validate(keep);
+    let prev = scanned(scan.await)?;
     say_repairs(settings, &prev, output_name);
-    let plan = validation
-        .await
-        .map_err(RunError::ValidationPanicked)?
-        .map_err(|source| RunError::ReadInput {
-            input: input_name.to_string(),
-            source,
-        })?;
+    let plan = validated(validation.await)?;
     Ok((prev, plan))
 }
 
