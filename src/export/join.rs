@@ -2,10 +2,7 @@
 //! (pass 1), and the input checked as `run` checks it, with how its rows' ids resolve
 //! (pass 2). Ids are resolved by `input::ids`, records read by `record::RecordLines`.
 
-use std::collections::HashMap;
-use std::collections::HashSet;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -15,7 +12,7 @@ use crate::input::{self, Item, RawRow};
 use crate::record::{self, Line, RecordLines};
 
 /// An [`id_key`] as two words, so that a table entry takes 24 bytes rather than 32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key(u64, u64);
 
 impl Key {
@@ -25,39 +22,77 @@ impl Key {
     }
 }
 
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already a good hash: one word of it is the table's hash.
-        state.write_u64(self.0);
-    }
-}
-
-/// Passes [`Key`]'s word through.
-#[derive(Default)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-}
-
 /// Id key -> byte offset of the id's latest record, or [`NO_RECORD`]; [`OK`] marks an ok
-/// latest record, [`SEEN`] ids an input row has (pass 2).
-pub(crate) type Index = HashMap<Key, u64, BuildHasherDefault<KeyHasher>>;
+/// latest record, [`SEEN`] ids an input row has (pass 2). The ids of RESULTS are a vector
+/// sorted by key, 24 bytes an id (a hash map took about three times that, counting its spare
+/// room and its growth); the input's ids that have no record, usually none or few, a map.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    records: Vec<(Key, u64)>,
+    sorted: bool,
+    others: HashMap<Key, u64>,
+}
+
 pub(super) const SEEN: u64 = 1 << 63;
 pub(super) const OK: u64 = 1 << 62;
-pub(super) const NO_RECORD: u64 = OK - 1;
+/// Pass 1 only: the record is `invalid_input` (see [`crate::record::RecordHead::supersedes`]).
+const INVALID: u64 = 1 << 61;
+pub(super) const NO_RECORD: u64 = INVALID - 1;
+
+impl Index {
+    /// Pass 1: a record, in file order.
+    fn push(&mut self, key: Key, slot: u64) {
+        self.records.push((key, slot));
+        self.sorted = false;
+    }
+
+    /// Sorts the records by id, in file order within an id (offsets grow), and keeps each
+    /// id's latest with the rule of `supersedes`.
+    fn finish(&mut self) {
+        self.records
+            .sort_unstable_by_key(|&(k, slot)| (k, slot & NO_RECORD));
+        let mut kept = 0usize;
+        for i in 0..self.records.len() {
+            let (key, slot) = self.records[i];
+            match kept.checked_sub(1).map(|k| &mut self.records[k]) {
+                Some((k, earlier)) if *k == key => {
+                    if !(*earlier & OK != 0 && slot & INVALID != 0) {
+                        *earlier = slot & !INVALID;
+                    }
+                }
+                _ => {
+                    self.records[kept] = (key, slot & !INVALID);
+                    kept += 1;
+                }
+            }
+        }
+        self.records.truncate(kept);
+        self.records.shrink_to_fit();
+        self.sorted = true;
+    }
+
+    /// The slot of an id: its record's offset and flags.
+    pub(crate) fn get(&self, key: &Key) -> Option<u64> {
+        debug_assert!(self.sorted || self.records.is_empty());
+        match self.records.binary_search_by_key(key, |&(k, _)| k) {
+            Ok(i) => Some(self.records[i].1),
+            Err(_) => self.others.get(key).copied(),
+        }
+    }
+
+    /// Pass 2: the slot of an id an input row has, [`NO_RECORD`] when it has no record yet.
+    fn slot(&mut self, key: Key) -> &mut u64 {
+        match self.records.binary_search_by_key(&key, |&(k, _)| k) {
+            Ok(i) => &mut self.records[i].1,
+            Err(_) => self.others.entry(key).or_insert(NO_RECORD),
+        }
+    }
+
+    /// Ids with a record.
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+}
 
 /// What pass 1 learnt from RESULTS.
 pub(super) struct Results {
@@ -89,17 +124,14 @@ pub(super) fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results,
     while let Some(l) = lines.next_line().map_err(unreadable)? {
         match &l.line {
             Line::Record(head) => {
-                let flagged = l.offset | if head.ok { OK } else { 0 };
-                match results.index.entry(Key::of(&head.id)) {
-                    Entry::Occupied(mut e) => {
-                        if head.supersedes(*e.get() & OK != 0) {
-                            e.insert(flagged);
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        e.insert(flagged);
-                    }
+                let mut flagged = l.offset;
+                if head.ok {
+                    flagged |= OK;
                 }
+                if head.invalid_input {
+                    flagged |= INVALID;
+                }
+                results.index.push(Key::of(&head.id), flagged);
                 if !results.has_parsed && head.ok {
                     results.has_parsed = record::has_parsed(l.text);
                 }
@@ -129,6 +161,7 @@ pub(super) fn scan_results(path: &Path, diag: &mut dyn Write) -> Result<Results,
             skipped - MAX_PROBLEMS as u64
         );
     }
+    results.index.finish();
     results.latest = results.index.len() as u64;
     Ok(results)
 }
@@ -173,7 +206,7 @@ pub(crate) fn check_input(
             Err(reason) => problem(row.line, reason),
             Ok(Some(id)) => {
                 with_id += 1;
-                let slot = index.entry(Key::of(&id)).or_insert(NO_RECORD);
+                let slot = index.slot(Key::of(&id));
                 if *slot & SEEN != 0 {
                     problem(
                         row.line,
@@ -263,7 +296,7 @@ mod tests {
         let diag = String::from_utf8(diag).expect("utf8");
         assert_eq!(r.latest, 2);
         assert!(r.has_parsed);
-        assert_eq!(r.index.get(&Key::of("a")), Some(&(a_at | OK)));
+        assert_eq!(r.index.get(&Key::of("a")), Some(a_at | OK));
         assert_eq!(r.index.get(&Key::of("c")), None);
         assert!(diag.contains(":2: not a result record; skipped"), "{diag}");
         assert!(
@@ -273,12 +306,30 @@ mod tests {
 
         let mut reader = RecordReader::open(f.path()).expect("open");
         let b = reader
-            .read_at(r.index[&Key::of("b")] & !OK)
+            .read_at(r.index.get(&Key::of("b")).unwrap_or(0) & !OK)
             .expect("read")
             .to_vec();
         assert!(b.starts_with(b"{\"id\":\"b\""));
         let a = reader.read_at(a_at).expect("read");
         assert_eq!(a, b"{\"id\":\"a\",\"status\":\"ok\"}\n");
+    }
+
+    #[test]
+    fn an_invalid_input_record_never_replaces_an_ok_one_but_a_later_record_does() {
+        let a_ok = "{\"id\":\"a\",\"status\":\"ok\"}\n";
+        let invalid = |id: &str| {
+            format!(
+                "{{\"id\":\"{id}\",\"status\":\"error\",\"error\":{{\"kind\":\"invalid_input\"}}}}\n"
+            )
+        };
+        let b_error = "{\"id\":\"b\",\"status\":\"error\",\"error\":{\"kind\":\"server\"}}\n";
+        let text = format!("{a_ok}{}{}{b_error}", invalid("a"), invalid("b"));
+        let f = file(text.as_bytes());
+        let r = scan_results(f.path(), &mut Vec::new()).expect("scan");
+        assert_eq!(r.latest, 2);
+        assert_eq!(r.index.get(&Key::of("a")), Some(OK));
+        let b_at = (text.len() - b_error.len()) as u64;
+        assert_eq!(r.index.get(&Key::of("b")), Some(b_at));
     }
 
     #[test]
