@@ -249,3 +249,66 @@ fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
     );
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// The peak resident memory (`VmHWM`, in KiB) of `run --batch` once its journal holds `event`;
+/// the run is then killed.
+#[cfg(target_os = "linux")]
+fn peak_rss_at(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) -> u64 {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".batches.jsonl");
+    let journal = std::path::PathBuf::from(p);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .args(["run", path(input), "-o", path(out), "--base-url", url])
+        .args(["--batch", "--poll-interval", "60s", "--quiet"])
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let needle = format!("\"event\":\"{event}\"");
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("no {event} event");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    child.kill().expect("kill");
+    let _ = child.wait();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_batch_file_is_uploaded_as_a_stream() {
+    // Lines of a megabyte, 96 of them: one file of about 96 MB, uploaded at once.
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_secs(60),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let filler = "lorem ipsum ".repeat((1 << 20) / 12);
+    let text: String = (0..96)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"{i} {filler}\"}}\n"))
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let peak_kib = peak_rss_at(&input, &out, &mock.url(), "created");
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 96));
+    let file = std::fs::metadata(dir.path().join("out.jsonl.batch-files/0001.jsonl"))
+        .expect("batch file")
+        .len();
+    assert!(file > 90 << 20, "{file}");
+    // Read whole, the file alone would take 96 MB.
+    assert!(
+        peak_kib * 1024 < file / 2,
+        "peak RSS {peak_kib} KiB for a file of {file} bytes"
+    );
+}

@@ -11,6 +11,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::ApiKey;
@@ -259,16 +260,23 @@ impl BatchApi {
             .unwrap_or_else(|| "batch.jsonl".to_string());
         let what = format!("uploading {}", path.display());
         let make = || {
-            // Read per attempt: a streamed body cannot be sent twice.
-            let bytes = std::fs::read(path).map_err(|e| {
+            // Opened per attempt: a streamed body cannot be sent twice. The file is streamed,
+            // never read whole: a batch file may hold hundreds of megabytes.
+            let local = |e: std::io::Error| {
                 let mut f = Failure::new(ErrorKind::InvalidInput, format!("{e}"));
                 f.retryable = false;
                 f
-            })?;
-            let part = reqwest::multipart::Part::bytes(bytes)
-                .file_name(name.clone())
-                .mime_str("application/jsonl")
-                .map_err(|e| Failure::new(ErrorKind::InvalidInput, e.to_string()))?;
+            };
+            let file = std::fs::File::open(path).map_err(local)?;
+            let len = file.metadata().map_err(local)?.len();
+            let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 << 10);
+            let part = reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(stream),
+                len,
+            )
+            .file_name(name.clone())
+            .mime_str("application/jsonl")
+            .map_err(|e| Failure::new(ErrorKind::InvalidInput, e.to_string()))?;
             let form = reqwest::multipart::Form::new()
                 .text("purpose", "batch")
                 .part("file", part);
