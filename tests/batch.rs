@@ -312,3 +312,34 @@ fn a_large_batch_file_is_uploaded_as_a_stream() {
         "peak RSS {peak_kib} KiB for a file of {file} bytes"
     );
 }
+
+#[test]
+fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(40));
+    let out = dir.path().join("out.jsonl");
+    // 40 rows of up to 1,000 output tokens of qwen-plus: about 0.024 USD at the batch price.
+    let mut args = FAST.to_vec();
+    args.extend(["--max-tokens", "1000", "--max-cost", "0.01"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("--max-cost 0.01"), "{stderr}");
+    assert!(stderr.contains("batch estimate is up to 0.02"), "{stderr}");
+    assert!(stderr.contains("nothing was uploaded"), "{stderr}");
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (0, 0));
+    assert!(!out.exists() || records(&out).is_empty());
+    // The same cap again: the rows are still not sent.
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(mock.stats().files_uploaded, 0);
+    // Under a cap that holds the estimate, the run goes through.
+    let mut args = FAST.to_vec();
+    args.extend(["--max-tokens", "1000", "--max-cost", "0.05"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records(&out).len(), 40);
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 40));
+}

@@ -93,7 +93,7 @@ struct Thinking {
 }
 
 /// The thinking mode a body asks for (`enable_thinking`, a top-level field in batch lines).
-fn thinking_of(body: &[u8]) -> Option<bool> {
+pub fn thinking_of(body: &[u8]) -> Option<bool> {
     serde_json::from_slice::<Thinking>(body)
         .ok()
         .and_then(|t| t.enable_thinking)
@@ -258,6 +258,21 @@ pub struct Row {
     pub offset: u64,
     /// 1-based line number, as validation errors name it.
     pub line: u64,
+}
+
+/// Calls `f` with the body of each line of a batch file, in order.
+pub fn each_body(path: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut reader = BufReader::new(fs_err::File::open(path)?);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        if let Ok(l) = serde_json::from_slice::<LineBack>(&buf) {
+            f(l.body.get().as_bytes());
+        }
+    }
 }
 
 #[derive(Deserialize)]
