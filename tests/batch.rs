@@ -343,3 +343,207 @@ fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
     let s = mock.stats();
     assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 40));
 }
+
+/// INPUT rows `prompts_jsonl(n)` with `marker` in the prompts of the rows numbered `rows`.
+fn marked(n: usize, marks: &[(usize, &str)]) -> String {
+    let mut text = prompts_jsonl(n);
+    for (i, marker) in marks {
+        text = text.replace(&format!("number {i}:"), &format!("number {i}: {marker}"));
+    }
+    text
+}
+
+/// The batch files (`NNNN.jsonl`) of a results file, in order.
+fn batch_files(out: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dir = out.as_os_str().to_owned();
+    dir.push(".batch-files");
+    let mut files: Vec<_> = std::fs::read_dir(std::path::PathBuf::from(dir))
+        .expect("batch files")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .is_some_and(|stem| stem.len() == 4 && stem.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The lines of a batch file, as JSON.
+fn lines_of(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .expect("batch file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("line is JSON"))
+        .collect()
+}
+
+#[test]
+fn a_batch_failing_validation_reports_its_lines_against_the_rows_and_sends_the_rest_again() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(
+        10,
+        &[(4, "[mock:batch-invalid]"), (7, "[mock:batch-invalid]")],
+    );
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 10);
+    for (id, line) in [("r4", 4), ("r7", 7)] {
+        let e = &recs[id]["error"];
+        assert_eq!(e["kind"], "invalid_request", "{id}: {e}");
+        assert_eq!(e["code"], "mock_invalid_line", "{id}: {e}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("line {line}")), "{id}: {message}");
+        assert!(message.contains("[mock:batch-invalid]"), "{id}: {message}");
+        assert!(
+            stderr.contains(&format!("0001.jsonl:{line} (row {id}): batch ")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("failed validation: mock_invalid_line"),
+        "{stderr}"
+    );
+    // The valid lines of the failed batch go again, in a batch of their own, and succeed.
+    let ok = recs.values().filter(|r| r["status"] == "ok").count();
+    assert_eq!(ok, 8);
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 10 + 8));
+}
+
+#[test]
+fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retry() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(
+        12,
+        &[
+            (2, "[mock:400]"),
+            (5, "[mock:batch-429]"),
+            (8, "[mock:batch-500]"),
+        ],
+    );
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--max-retries", "1"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 12);
+    let e = &recs["r2"]["error"];
+    assert_eq!(
+        (&e["kind"], &e["http_status"]),
+        (&"invalid_request".into(), &400.into())
+    );
+    assert_eq!(recs["r2"]["attempts"], 1);
+    // The markers travel with the lines: sent again once (--max-retries 1), they fail again.
+    for (id, kind, status) in [("r5", "rate_limit", 429), ("r8", "server", 500)] {
+        let e = &recs[id]["error"];
+        assert_eq!(
+            (&e["kind"], &e["http_status"]),
+            (&kind.into(), &status.into()),
+            "{id}"
+        );
+        assert_eq!(recs[id]["attempts"], 2, "{id}");
+    }
+    assert_eq!(recs.values().filter(|r| r["status"] == "ok").count(), 9);
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 12 + 2));
+    let files = batch_files(&out);
+    assert_eq!(files.len(), 2);
+    let again: Vec<_> = lines_of(&files[1])
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(again, ["r5", "r8"]);
+}
+
+#[test]
+fn batch_max_bytes_splits_the_rows_into_files_under_the_limit() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(20));
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-bytes", "1000"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records(&out).len(), 20);
+    let files = batch_files(&out);
+    assert!(files.len() >= 3, "{files:?}");
+    let mut lines = 0;
+    for f in &files {
+        let len = std::fs::metadata(f).expect("file").len();
+        assert!(len <= 1000, "{}: {len} bytes", f.display());
+        lines += lines_of(f).len();
+    }
+    assert_eq!(lines, 20);
+    let s = mock.stats();
+    assert_eq!(s.batches_created, files.len() as u64);
+    assert_eq!(s.batch_lines_uploaded, 20);
+}
+
+#[test]
+fn rows_of_different_models_go_to_different_files() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let models = ["qwen-plus", "qwen-flash", "qwen-turbo"];
+    let text: String = (1..=12)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"r{i}\",\"prompt\":\"Question {i}\",\"params\":{{\"model\":\"{}\"}}}}\n",
+                models[i % 3]
+            )
+        })
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 12);
+    assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
+    let files = batch_files(&out);
+    assert_eq!(files.len(), 3);
+    let mut seen = Vec::new();
+    for f in &files {
+        let lines = lines_of(f);
+        assert_eq!(lines.len(), 4);
+        let model = &lines[0]["body"]["model"];
+        assert!(lines.iter().all(|l| &l["body"]["model"] == model), "{f:?}");
+        seen.push(model.as_str().unwrap_or_default().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["qwen-flash", "qwen-plus", "qwen-turbo"]);
+    assert_eq!(mock.stats().batches_created, 3);
+}
+
+#[test]
+fn control_calls_answered_429_or_5xx_are_retried_with_one_batch_per_file() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(100),
+        batch_faults: batchgen::mock::FaultRates::parse("429=0.2,500=0.1,503=0.1").expect("faults"),
+        retry_after: Duration::from_millis(20),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(25));
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-rows", "10", "--max-retries", "12"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 25);
+    assert!(recs.values().all(|r| r["status"] == "ok"));
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (3, 3));
+    assert_eq!(s.batch_lines_uploaded, 25);
+}

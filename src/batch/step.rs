@@ -139,7 +139,7 @@ impl Cycle {
         let metadata = files::read_meta(&path)?;
         let has_child = self.entries.iter().any(|e| e.parent == Some(seq));
         let round = self.entries[i].round;
-        let invalid = self.invalid_lines(&self.entries[i], &batch);
+        let invalid = self.invalid_lines(&self.entries[i], &batch, &rows);
         let collector = Collector {
             api: self.settings.api,
             openai: self.openai,
@@ -183,21 +183,45 @@ impl Cycle {
         Ok(())
     }
 
-    /// The per-line validation errors of a failed batch, said to the user and keyed by line.
-    fn invalid_lines(&self, e: &Entry, batch: &Batch) -> HashMap<u64, (Option<String>, String)> {
+    /// The per-line validation errors of a failed batch, said to the user (with the row each
+    /// line holds) and keyed by line.
+    fn invalid_lines(
+        &self,
+        e: &Entry,
+        batch: &Batch,
+        rows: &HashMap<String, files::Row>,
+    ) -> HashMap<u64, (Option<String>, String)> {
         if batch.phase() != Phase::Failed {
             return HashMap::new();
         }
         let errors = batch.line_errors();
-        for (line, code, message) in errors.iter().take(crate::plan::MAX_PROBLEMS) {
+        let said: Vec<_> = errors.iter().take(crate::plan::MAX_PROBLEMS).collect();
+        let wanted: std::collections::HashSet<u64> = said.iter().filter_map(|l| l.0).collect();
+        let ids: HashMap<u64, &str> = rows
+            .iter()
+            .filter(|(_, r)| wanted.contains(&r.line))
+            .map(|(id, r)| (r.line, id.as_str()))
+            .collect();
+        for (line, code, message) in said {
             say(format_args!(
-                "{}{}: batch {} failed validation: {}{message}",
+                "{}{}{}: batch {} failed validation: {}{message}",
                 self.name(e),
                 line.map(|l| format!(":{l}")).unwrap_or_default(),
+                line.and_then(|l| ids.get(&l))
+                    .map(|id| format!(" (row {id})"))
+                    .unwrap_or_default(),
                 batch.id,
                 code.as_deref()
                     .map(|c| format!("{c}: "))
                     .unwrap_or_default(),
+            ));
+        }
+        if errors.len() > crate::plan::MAX_PROBLEMS {
+            say(format_args!(
+                "{}: batch {}: {} more validation errors (each in its row's record)",
+                self.name(e),
+                batch.id,
+                errors.len() - crate::plan::MAX_PROBLEMS
             ));
         }
         errors
