@@ -547,3 +547,59 @@ fn control_calls_answered_429_or_5xx_are_retried_with_one_batch_per_file() {
     assert_eq!((s.files_uploaded, s.batches_created), (3, 3));
     assert_eq!(s.batch_lines_uploaded, 25);
 }
+
+/// The `(rows, bytes, model)` of each file a `--dry-run --batch` would make.
+fn planned_files(stderr: &str) -> Vec<(u64, u64, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("file "))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("  ")?;
+            let (rows, rest) = rest.split_once(" rows, ")?;
+            let (bytes, rest) = rest.split_once(" bytes, model `")?;
+            Some((
+                rows.parse().ok()?,
+                bytes.parse().ok()?,
+                rest.trim_end_matches('`').to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn dashscope_lines_of_a_hybrid_model_set_enable_thinking_one_mode_per_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text: String = (1..=10)
+        .map(|i| {
+            let params = match i <= 3 {
+                true => ",\"params\":{\"enable_thinking\":true}",
+                false => "",
+            };
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"Question {i}\"{params}}}\n")
+        })
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let args = ["--batch", "--dry-run", "-m", "qwen-plus"];
+    let dashscope = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1";
+    let (code, stderr) = run_io(&input, &out, dashscope, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let on_dashscope = planned_files(&stderr);
+    // Elsewhere (the mock on loopback) nothing is added.
+    let mock = endpoint();
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let elsewhere = planned_files(&stderr);
+    // The rows that ask for thinking are a file of their own either way.
+    assert_eq!(on_dashscope.len(), 2, "{on_dashscope:?}");
+    assert_eq!(elsewhere.len(), 2, "{elsewhere:?}");
+    let added = "\"enable_thinking\":false,".len() as u64;
+    for (d, e) in on_dashscope.iter().zip(&elsewhere) {
+        assert_eq!((d.0, &d.2), (e.0, &e.2));
+        match d.0 {
+            // qwen-plus does not think by default: its lines say so.
+            7 => assert_eq!(d.1, e.1 + 7 * added, "{d:?} {e:?}"),
+            _ => assert_eq!(d.1, e.1, "{d:?} {e:?}"),
+        }
+    }
+}

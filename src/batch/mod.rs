@@ -13,6 +13,7 @@ mod estimate;
 pub mod files;
 pub mod journal;
 mod step;
+mod thinking;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -207,9 +208,11 @@ impl Cycle {
         };
         let (dir, style_path, next) = (self.dir.clone(), self.style_path, self.next_seq());
         let capped = self.settings.max_cost.is_some();
+        let dashscope = self.mode.dashscope;
         let (settings, prices) = (self.settings.clone(), self.prices.clone());
         let made = tokio::task::spawn_blocking(move || {
-            let mut maker = files::Maker::new(&dir, style_path, limits, next, 0)?;
+            let mut maker =
+                files::Maker::new(&dir, style_path, limits, next, 0)?.explicit_thinking(dashscope);
             let mut refused = Vec::new();
             let mut estimate = Estimate::default();
             while let Some(batch) = rows.blocking_recv() {
@@ -291,8 +294,10 @@ pub async fn plan_files(
         max_line: mode.max_line,
     };
     let (dir, style_path) = (dir.to_path_buf(), style::path(settings.api));
+    let dashscope = mode.dashscope;
     tokio::task::spawn_blocking(move || {
-        let mut maker = files::Maker::new(&dir, style_path, limits, 1, 0)?;
+        let mut maker =
+            files::Maker::new(&dir, style_path, limits, 1, 0)?.explicit_thinking(dashscope);
         while let Some(batch) = rows.blocking_recv() {
             for p in batch {
                 let _ = maker.add(&p.id, &p.body, &p.model, p.metadata.as_ref())?;
