@@ -603,3 +603,43 @@ fn dashscope_lines_of_a_hybrid_model_set_enable_thinking_one_mode_per_file() {
         }
     }
 }
+
+/// The `(low, high)` of a dry run's cost line.
+fn dry_run_cost(stderr: &str) -> (f64, f64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cost"))
+        .unwrap_or_default();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<f64>().ok());
+    let low = numbers.next().unwrap_or(f64::NAN);
+    (low, numbers.next().unwrap_or(f64::NAN))
+}
+
+#[test]
+fn synchronous_calls_to_the_batch_chat_host_are_priced_at_the_batch_price() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(20));
+    let out = dir.path().join("out.jsonl");
+    let args = ["--dry-run", "--region", "cn", "--max-tokens", "100"];
+    let (code, realtime) = run_io(
+        &input,
+        &out,
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        &args,
+    );
+    assert_eq!(code, 0, "{realtime}");
+    let (code, batch_chat) = run_io(
+        &input,
+        &out,
+        "https://batch.dashscope.aliyuncs.com/compatible-mode/v1",
+        &args,
+    );
+    assert_eq!(code, 0, "{batch_chat}");
+    assert!(batch_chat.contains("Batch Chat"), "{batch_chat}");
+    let (r, b) = (dry_run_cost(&realtime), dry_run_cost(&batch_chat));
+    assert!(r.0 > 0.0 && r.1 > r.0, "{realtime}");
+    assert!((b.0 * 2.0 - r.0).abs() < 1e-6, "{b:?} is not half of {r:?}");
+    assert!((b.1 * 2.0 - r.1).abs() < 1e-6, "{b:?} is not half of {r:?}");
+}
