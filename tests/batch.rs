@@ -643,3 +643,62 @@ fn synchronous_calls_to_the_batch_chat_host_are_priced_at_the_batch_price() {
     assert!((b.0 * 2.0 - r.0).abs() < 1e-6, "{b:?} is not half of {r:?}");
     assert!((b.1 * 2.0 - r.1).abs() < 1e-6, "{b:?} is not half of {r:?}");
 }
+
+#[test]
+fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(500),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
+    let out = dir.path().join("out.jsonl");
+    // Not on a terminal (as under cron): plain lines, polled far more often than the states
+    // change.
+    let args = [
+        "--batch",
+        "--poll-interval",
+        "0.03",
+        "--batch-max-rows",
+        "5",
+    ];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr}"
+    );
+    for (file, rows) in [("0001", 5), ("0002", 5), ("0003", 2)] {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("{file}.jsonl: batch batch_")))
+            .collect();
+        let states: Vec<&str> = said
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "validating",
+                "in_progress",
+                "finalizing",
+                "completed",
+                "completed:"
+            ],
+            "{file}: {said:?}"
+        );
+        assert!(
+            said[0].ends_with(&format!("(0 of {rows} done, 0 failed)")),
+            "{said:?}"
+        );
+        assert!(
+            said[3].ends_with(&format!("({rows} of {rows} done, 0 failed)")),
+            "{said:?}"
+        );
+        assert!(
+            said[4].ends_with(&format!("{rows} ok, 0 failed, 0 did not run")),
+            "{said:?}"
+        );
+    }
+}
