@@ -702,3 +702,20 @@ fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
         );
     }
 }
+
+#[test]
+fn a_create_whose_answer_was_lost_is_not_made_twice() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(6, &[(3, "[mock:batch-create-lost]")]);
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 6);
+    assert!(recs.values().all(|r| r["status"] == "ok"));
+    // The create made the batch and answered 500: the retry finds that batch.
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (1, 1));
+}

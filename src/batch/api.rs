@@ -286,14 +286,18 @@ impl BatchApi {
         Ok(Self::json::<FileObject>(&what, &body)?.id)
     }
 
-    /// Creates a batch from an uploaded file, tagged with the file's ids hash.
-    pub async fn create(
+    /// The batch of an uploaded file: one already made from it (by its file id or its ids
+    /// tag: a crash between create and its journal line left one), else a new one, tagged with
+    /// the file's ids hash. `true` with a batch found. A create that fails retryably may still
+    /// have made the batch (its answer lost on the way), so each retry looks for it again
+    /// first: a file never gets two batches.
+    pub async fn find_or_create(
         &self,
         file_id: &str,
         endpoint: &str,
         window: &str,
         ids: &str,
-    ) -> Result<Batch, Failure> {
+    ) -> Result<(Batch, bool), Failure> {
         let what = format!("creating the batch of {file_id}");
         let body = serde_json::json!({
             "input_file_id": file_id,
@@ -302,8 +306,14 @@ impl BatchApi {
             "metadata": {"batchgen_file": ids},
         });
         let make = || Ok(self.http.post(self.url("/batches")).json(&body));
-        let answer = self.call(&what, make).await?;
-        Self::json(&what, &answer)
+        self.retrying(&what, || async {
+            if let Some(b) = self.find(file_id, ids).await? {
+                return Ok((b, true));
+            }
+            let answer = self.once(&make).await?;
+            Ok((Self::json(&what, &answer)?, false))
+        })
+        .await
     }
 
     pub async fn retrieve(&self, batch_id: &str) -> Result<Batch, Failure> {

@@ -93,25 +93,24 @@ impl Cycle {
         self.collect(i, out).await
     }
 
-    /// The batch of a file already uploaded: one a crash left (found by its file id or ids
-    /// tag), else a new one.
+    /// The batch of a file already uploaded: one a crash or a lost answer left (found by its
+    /// file id or ids tag), else a new one.
     async fn find_or_create(&self, i: usize, file_id: &str) -> Result<Batch, Failure> {
         let e = &self.entries[i];
-        if let Some(b) = self.api.find(file_id, &e.ids).await? {
-            if !self.quiet {
-                say(format_args!(
-                    "{}: batch {} was already created from it; not creating another",
-                    self.name(e),
-                    b.id
-                ));
-            }
-            return Ok(b);
-        }
         let model: Arc<str> = Arc::from(e.model.as_str());
         let endpoint = files::line_url(self.style_path, &model);
-        self.api
-            .create(file_id, &endpoint, &self.mode.window, &e.ids)
-            .await
+        let (b, found) = self
+            .api
+            .find_or_create(file_id, &endpoint, &self.mode.window, &e.ids)
+            .await?;
+        if found && !self.quiet {
+            say(format_args!(
+                "{}: batch {} was already created from it; not creating another",
+                self.name(e),
+                b.id
+            ));
+        }
+        Ok(b)
     }
 
     /// Downloads a terminal batch's output and error files and turns them into records; the
