@@ -139,18 +139,37 @@ impl Cycle {
         let has_child = self.entries.iter().any(|e| e.parent == Some(seq));
         let round = self.entries[i].round;
         let invalid = self.invalid_lines(&self.entries[i], &batch, &rows);
-        let collector = Collector {
-            api: self.settings.api,
-            openai: self.openai,
-            prices: &self.prices,
-            batch_id: Arc::from(batch.id.as_str()),
-            rows: &rows,
-            metadata: &metadata,
-            may_resubmit: has_child || round < self.settings.max_retries,
-            attempts: round + 1,
-            invalid_lines: invalid,
-        };
-        let got = collector.collect(downloaded[0].as_deref(), downloaded[1].as_deref())?;
+        let (api, openai, prices) = (self.settings.api, self.openai, self.prices.clone());
+        let batch_id: Arc<str> = Arc::from(batch.id.as_str());
+        let may_resubmit = has_child || round < self.settings.max_retries;
+        let tx = out.clone();
+        // On a blocking thread, each record sent as soon as it is decided: a batch of 50,000
+        // rows is never held in memory as records.
+        let (got, closed) = tokio::task::spawn_blocking(move || {
+            let collector = Collector {
+                api,
+                openai,
+                prices: &prices,
+                batch_id,
+                rows: &rows,
+                metadata: &metadata,
+                may_resubmit,
+                attempts: round + 1,
+                invalid_lines: invalid,
+            };
+            let mut closed = false;
+            let got = collector.collect_with(
+                downloaded[0].as_deref(),
+                downloaded[1].as_deref(),
+                &mut |o| closed = closed || tx.blocking_send(o).is_err(),
+            )?;
+            Ok::<_, std::io::Error>((got, closed))
+        })
+        .await
+        .map_err(|e| StepError::Io(std::io::Error::other(e)))??;
+        if closed {
+            return Err(StepError::Closed);
+        }
         if !self.quiet {
             say(format_args!(
                 "{}: batch {} {}: {} ok, {} failed, {} did not run{}",
@@ -166,9 +185,6 @@ impl Cycle {
                     n => format!("; sending {n} again"),
                 }
             ));
-        }
-        for o in got.outcomes {
-            out.send(o).await.map_err(|_| StepError::Closed)?;
         }
         if !got.resubmit.is_empty() && !has_child {
             let next = self.next_seq();
