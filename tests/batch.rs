@@ -322,6 +322,17 @@ fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
     // 40 rows of up to 1,000 output tokens of qwen-plus: about 0.024 USD at the batch price.
     let mut args = FAST.to_vec();
     args.extend(["--max-tokens", "1000", "--max-cost", "0.01"]);
+    // The dry run says so.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &dry);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "max-cost   0.01: the run would stop before uploading: the worst case is 0.02"
+        ),
+        "{stderr}"
+    );
     let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("--max-cost 0.01"), "{stderr}");

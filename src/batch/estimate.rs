@@ -60,6 +60,29 @@ impl Estimate {
         })
     }
 
+    /// The `--dry-run` line of the check: whether the run would stop before uploading.
+    pub fn dry_run_line(&self, settings: &Settings) -> Option<String> {
+        let cap = settings.max_cost?;
+        Some(match self.check(settings) {
+            Some(_) if self.unpriced.is_some() => format!(
+                "{cap}: the run would stop before uploading: the estimate is unknown (a model \
+                 has no price)"
+            ),
+            Some(_) => format!(
+                "{cap}: the run would stop before uploading: the worst case is {:.6} {} at \
+                 the batch price (--max-cost rule)",
+                pricing::round_cost(self.cost),
+                self.currency
+            ),
+            None => format!(
+                "{cap}: within it: the worst case is {:.6} {} at the batch price \
+                 (--max-cost rule)",
+                pricing::round_cost(self.cost),
+                self.currency
+            ),
+        })
+    }
+
     fn describe(&self, settings: &Settings, cap: f64) -> String {
         let output = match settings.params.max_tokens {
             Some(m) => format!("at most {m} output tokens each (--max-tokens)"),

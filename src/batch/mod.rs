@@ -9,7 +9,7 @@
 pub mod api;
 pub mod collect;
 mod command;
-mod estimate;
+pub mod estimate;
 pub mod files;
 pub mod journal;
 mod step;
@@ -281,13 +281,15 @@ fn refused_outcome(p: Prepared, why: String) -> Outcome {
     }
 }
 
-/// The files `rows` would make (`--dry-run --batch`), written into `dir`.
+/// The files `rows` would make (`--dry-run --batch`), written into `dir`, and the estimate
+/// `--max-cost` would be checked on.
 pub async fn plan_files(
     dir: &std::path::Path,
-    settings: &Settings,
+    settings: Arc<Settings>,
     mode: &BatchMode,
+    prices: Arc<Prices>,
     mut rows: mpsc::Receiver<Vec<Prepared>>,
-) -> std::io::Result<Vec<files::Made>> {
+) -> std::io::Result<(Vec<files::Made>, Estimate)> {
     let limits = files::Limits {
         max_rows: mode.max_rows,
         max_bytes: mode.max_bytes,
@@ -298,12 +300,18 @@ pub async fn plan_files(
     tokio::task::spawn_blocking(move || {
         let mut maker =
             files::Maker::new(&dir, style_path, limits, 1, 0)?.explicit_thinking(dashscope);
+        let mut estimate = Estimate::default();
         while let Some(batch) = rows.blocking_recv() {
             for p in batch {
-                let _ = maker.add(&p.id, &p.body, &p.model, p.metadata.as_ref())?;
+                if maker
+                    .add(&p.id, &p.body, &p.model, p.metadata.as_ref())?
+                    .is_ok()
+                {
+                    estimate.add(&prices, &settings, &p.model, &p.body);
+                }
             }
         }
-        maker.finish()
+        Ok((maker.finish()?, estimate))
     })
     .await
     .map_err(std::io::Error::other)?
