@@ -135,6 +135,9 @@ pub enum Stop {
     Detached { live: usize },
     /// Batch mode: a Batch API call failed for good (the message says which and why).
     Batch(String),
+    /// Batch mode: the estimate of the rows to submit passes `--max-cost` (the message names
+    /// both); nothing was submitted.
+    BatchEstimate { message: String },
 }
 
 impl Stop {
@@ -173,6 +176,7 @@ impl Stop {
                 "stopped early: {message}; the batches already submitted go on, and a rerun \
                  collects them"
             ),
+            Stop::BatchEstimate { message } => format!("stopped before submitting: {message}"),
             Stop::Deadline => "stopped early: the --deadline passed; in-flight rows were drained, \
                  rerun to resume"
                 .to_string(),

@@ -249,3 +249,484 @@ fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
     );
     assert_eq!(code, 2, "{stderr}");
 }
+
+/// The peak resident memory (`VmHWM`, in KiB) of `run --batch` once its journal holds `event`;
+/// the run is then killed.
+#[cfg(target_os = "linux")]
+fn peak_rss_at(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) -> u64 {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".batches.jsonl");
+    let journal = std::path::PathBuf::from(p);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .args(["run", path(input), "-o", path(out), "--base-url", url])
+        .args(["--batch", "--poll-interval", "60s", "--quiet"])
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let needle = format!("\"event\":\"{event}\"");
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("no {event} event");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    child.kill().expect("kill");
+    let _ = child.wait();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_large_batch_file_is_uploaded_as_a_stream() {
+    // Lines of a megabyte, 96 of them: one file of about 96 MB, uploaded at once.
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_secs(60),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let filler = "lorem ipsum ".repeat((1 << 20) / 12);
+    let text: String = (0..96)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"{i} {filler}\"}}\n"))
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let peak_kib = peak_rss_at(&input, &out, &mock.url(), "created");
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 96));
+    let file = std::fs::metadata(dir.path().join("out.jsonl.batch-files/0001.jsonl"))
+        .expect("batch file")
+        .len();
+    assert!(file > 90 << 20, "{file}");
+    // Read whole, the file alone would take 96 MB.
+    assert!(
+        peak_kib * 1024 < file / 2,
+        "peak RSS {peak_kib} KiB for a file of {file} bytes"
+    );
+}
+
+#[test]
+fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(40));
+    let out = dir.path().join("out.jsonl");
+    // 40 rows of up to 1,000 output tokens of qwen-plus: about 0.024 USD at the batch price.
+    let mut args = FAST.to_vec();
+    args.extend(["--max-tokens", "1000", "--max-cost", "0.01"]);
+    // The dry run says so.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &dry);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "max-cost   0.01: the run would stop before uploading: the worst case is 0.02"
+        ),
+        "{stderr}"
+    );
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("--max-cost 0.01"), "{stderr}");
+    assert!(stderr.contains("batch estimate is up to 0.02"), "{stderr}");
+    assert!(stderr.contains("nothing was uploaded"), "{stderr}");
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (0, 0));
+    assert!(!out.exists() || records(&out).is_empty());
+    // The same cap again: the rows are still not sent.
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(mock.stats().files_uploaded, 0);
+    // Under a cap that holds the estimate, the run goes through.
+    let mut args = FAST.to_vec();
+    args.extend(["--max-tokens", "1000", "--max-cost", "0.05"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records(&out).len(), 40);
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 40));
+}
+
+/// INPUT rows `prompts_jsonl(n)` with `marker` in the prompts of the rows numbered `rows`.
+fn marked(n: usize, marks: &[(usize, &str)]) -> String {
+    let mut text = prompts_jsonl(n);
+    for (i, marker) in marks {
+        text = text.replace(&format!("number {i}:"), &format!("number {i}: {marker}"));
+    }
+    text
+}
+
+/// The batch files (`NNNN.jsonl`) of a results file, in order.
+fn batch_files(out: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dir = out.as_os_str().to_owned();
+    dir.push(".batch-files");
+    let mut files: Vec<_> = std::fs::read_dir(std::path::PathBuf::from(dir))
+        .expect("batch files")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".jsonl"))
+                .is_some_and(|stem| stem.len() == 4 && stem.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The lines of a batch file, as JSON.
+fn lines_of(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .expect("batch file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("line is JSON"))
+        .collect()
+}
+
+#[test]
+fn a_batch_failing_validation_reports_its_lines_against_the_rows_and_sends_the_rest_again() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(
+        10,
+        &[(4, "[mock:batch-invalid]"), (7, "[mock:batch-invalid]")],
+    );
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 10);
+    for (id, line) in [("r4", 4), ("r7", 7)] {
+        let e = &recs[id]["error"];
+        assert_eq!(e["kind"], "invalid_request", "{id}: {e}");
+        assert_eq!(e["code"], "mock_invalid_line", "{id}: {e}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("line {line}")), "{id}: {message}");
+        assert!(message.contains("[mock:batch-invalid]"), "{id}: {message}");
+        assert!(
+            stderr.contains(&format!("0001.jsonl:{line} (row {id}): batch ")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("failed validation: mock_invalid_line"),
+        "{stderr}"
+    );
+    // The valid lines of the failed batch go again, in a batch of their own, and succeed.
+    let ok = recs.values().filter(|r| r["status"] == "ok").count();
+    assert_eq!(ok, 8);
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 10 + 8));
+}
+
+#[test]
+fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retry() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(
+        12,
+        &[
+            (2, "[mock:400]"),
+            (5, "[mock:batch-429]"),
+            (8, "[mock:batch-500]"),
+        ],
+    );
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--max-retries", "1"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 1, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 12);
+    let e = &recs["r2"]["error"];
+    assert_eq!(
+        (&e["kind"], &e["http_status"]),
+        (&"invalid_request".into(), &400.into())
+    );
+    assert_eq!(recs["r2"]["attempts"], 1);
+    // The markers travel with the lines: sent again once (--max-retries 1), they fail again.
+    for (id, kind, status) in [("r5", "rate_limit", 429), ("r8", "server", 500)] {
+        let e = &recs[id]["error"];
+        assert_eq!(
+            (&e["kind"], &e["http_status"]),
+            (&kind.into(), &status.into()),
+            "{id}"
+        );
+        assert_eq!(recs[id]["attempts"], 2, "{id}");
+    }
+    assert_eq!(recs.values().filter(|r| r["status"] == "ok").count(), 9);
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 12 + 2));
+    let files = batch_files(&out);
+    assert_eq!(files.len(), 2);
+    let again: Vec<_> = lines_of(&files[1])
+        .iter()
+        .map(|l| l["custom_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(again, ["r5", "r8"]);
+}
+
+#[test]
+fn batch_max_bytes_splits_the_rows_into_files_under_the_limit() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(20));
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-bytes", "1000"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(records(&out).len(), 20);
+    let files = batch_files(&out);
+    assert!(files.len() >= 3, "{files:?}");
+    let mut lines = 0;
+    for f in &files {
+        let len = std::fs::metadata(f).expect("file").len();
+        assert!(len <= 1000, "{}: {len} bytes", f.display());
+        lines += lines_of(f).len();
+    }
+    assert_eq!(lines, 20);
+    let s = mock.stats();
+    assert_eq!(s.batches_created, files.len() as u64);
+    assert_eq!(s.batch_lines_uploaded, 20);
+}
+
+#[test]
+fn rows_of_different_models_go_to_different_files() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let models = ["qwen-plus", "qwen-flash", "qwen-turbo"];
+    let text: String = (1..=12)
+        .map(|i| {
+            format!(
+                "{{\"id\":\"r{i}\",\"prompt\":\"Question {i}\",\"params\":{{\"model\":\"{}\"}}}}\n",
+                models[i % 3]
+            )
+        })
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 12);
+    assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
+    let files = batch_files(&out);
+    assert_eq!(files.len(), 3);
+    let mut seen = Vec::new();
+    for f in &files {
+        let lines = lines_of(f);
+        assert_eq!(lines.len(), 4);
+        let model = &lines[0]["body"]["model"];
+        assert!(lines.iter().all(|l| &l["body"]["model"] == model), "{f:?}");
+        seen.push(model.as_str().unwrap_or_default().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["qwen-flash", "qwen-plus", "qwen-turbo"]);
+    assert_eq!(mock.stats().batches_created, 3);
+}
+
+#[test]
+fn control_calls_answered_429_or_5xx_are_retried_with_one_batch_per_file() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(100),
+        batch_faults: batchgen::mock::FaultRates::parse("429=0.2,500=0.1,503=0.1").expect("faults"),
+        retry_after: Duration::from_millis(20),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(25));
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-rows", "10", "--max-retries", "12"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 25);
+    assert!(recs.values().all(|r| r["status"] == "ok"));
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (3, 3));
+    assert_eq!(s.batch_lines_uploaded, 25);
+}
+
+/// The `(rows, bytes, model)` of each file a `--dry-run --batch` would make.
+fn planned_files(stderr: &str) -> Vec<(u64, u64, String)> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("file "))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("  ")?;
+            let (rows, rest) = rest.split_once(" rows, ")?;
+            let (bytes, rest) = rest.split_once(" bytes, model `")?;
+            Some((
+                rows.parse().ok()?,
+                bytes.parse().ok()?,
+                rest.trim_end_matches('`').to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn dashscope_lines_of_a_hybrid_model_set_enable_thinking_one_mode_per_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text: String = (1..=10)
+        .map(|i| {
+            let params = match i <= 3 {
+                true => ",\"params\":{\"enable_thinking\":true}",
+                false => "",
+            };
+            format!("{{\"id\":\"r{i}\",\"prompt\":\"Question {i}\"{params}}}\n")
+        })
+        .collect();
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let args = ["--batch", "--dry-run", "-m", "qwen-plus"];
+    let dashscope = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1";
+    let (code, stderr) = run_io(&input, &out, dashscope, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let on_dashscope = planned_files(&stderr);
+    // Elsewhere (the mock on loopback) nothing is added.
+    let mock = endpoint();
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let elsewhere = planned_files(&stderr);
+    // The rows that ask for thinking are a file of their own either way.
+    assert_eq!(on_dashscope.len(), 2, "{on_dashscope:?}");
+    assert_eq!(elsewhere.len(), 2, "{elsewhere:?}");
+    let added = "\"enable_thinking\":false,".len() as u64;
+    for (d, e) in on_dashscope.iter().zip(&elsewhere) {
+        assert_eq!((d.0, &d.2), (e.0, &e.2));
+        match d.0 {
+            // qwen-plus does not think by default: its lines say so.
+            7 => assert_eq!(d.1, e.1 + 7 * added, "{d:?} {e:?}"),
+            _ => assert_eq!(d.1, e.1, "{d:?} {e:?}"),
+        }
+    }
+}
+
+/// The `(low, high)` of a dry run's cost line.
+fn dry_run_cost(stderr: &str) -> (f64, f64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cost"))
+        .unwrap_or_default();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<f64>().ok());
+    let low = numbers.next().unwrap_or(f64::NAN);
+    (low, numbers.next().unwrap_or(f64::NAN))
+}
+
+#[test]
+fn synchronous_calls_to_the_batch_chat_host_are_priced_at_the_batch_price() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(20));
+    let out = dir.path().join("out.jsonl");
+    let args = ["--dry-run", "--region", "cn", "--max-tokens", "100"];
+    let (code, realtime) = run_io(
+        &input,
+        &out,
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        &args,
+    );
+    assert_eq!(code, 0, "{realtime}");
+    let (code, batch_chat) = run_io(
+        &input,
+        &out,
+        "https://batch.dashscope.aliyuncs.com/compatible-mode/v1",
+        &args,
+    );
+    assert_eq!(code, 0, "{batch_chat}");
+    assert!(batch_chat.contains("Batch Chat"), "{batch_chat}");
+    let (r, b) = (dry_run_cost(&realtime), dry_run_cost(&batch_chat));
+    assert!(r.0 > 0.0 && r.1 > r.0, "{realtime}");
+    assert!((b.0 * 2.0 - r.0).abs() < 1e-6, "{b:?} is not half of {r:?}");
+    assert!((b.1 * 2.0 - r.1).abs() < 1e-6, "{b:?} is not half of {r:?}");
+}
+
+#[test]
+fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
+    let mock = Endpoint::start(MockConfig {
+        batch_step: Duration::from_millis(500),
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
+    let out = dir.path().join("out.jsonl");
+    // Not on a terminal (as under cron): plain lines, polled far more often than the states
+    // change.
+    let args = [
+        "--batch",
+        "--poll-interval",
+        "0.03",
+        "--batch-max-rows",
+        "5",
+    ];
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\u{1b}'),
+        "{stderr}"
+    );
+    for (file, rows) in [("0001", 5), ("0002", 5), ("0003", 2)] {
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("{file}.jsonl: batch batch_")))
+            .collect();
+        let states: Vec<&str> = said
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(3))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "validating",
+                "in_progress",
+                "finalizing",
+                "completed",
+                "completed:"
+            ],
+            "{file}: {said:?}"
+        );
+        assert!(
+            said[0].ends_with(&format!("(0 of {rows} done, 0 failed)")),
+            "{said:?}"
+        );
+        assert!(
+            said[3].ends_with(&format!("({rows} of {rows} done, 0 failed)")),
+            "{said:?}"
+        );
+        assert!(
+            said[4].ends_with(&format!("{rows} ok, 0 failed, 0 did not run")),
+            "{said:?}"
+        );
+    }
+}
+
+#[test]
+fn a_create_whose_answer_was_lost_is_not_made_twice() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = marked(6, &[(3, "[mock:batch-create-lost]")]);
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 6);
+    assert!(recs.values().all(|r| r["status"] == "ok"));
+    // The create made the batch and answered 500: the retry finds that batch.
+    let s = mock.stats();
+    assert_eq!((s.files_uploaded, s.batches_created), (1, 1));
+}

@@ -11,6 +11,7 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
 
 use crate::retry::{self, ErrorKind, Failure};
 use crate::settings::ApiKey;
@@ -259,16 +260,23 @@ impl BatchApi {
             .unwrap_or_else(|| "batch.jsonl".to_string());
         let what = format!("uploading {}", path.display());
         let make = || {
-            // Read per attempt: a streamed body cannot be sent twice.
-            let bytes = std::fs::read(path).map_err(|e| {
+            // Opened per attempt: a streamed body cannot be sent twice. The file is streamed,
+            // never read whole: a batch file may hold hundreds of megabytes.
+            let local = |e: std::io::Error| {
                 let mut f = Failure::new(ErrorKind::InvalidInput, format!("{e}"));
                 f.retryable = false;
                 f
-            })?;
-            let part = reqwest::multipart::Part::bytes(bytes)
-                .file_name(name.clone())
-                .mime_str("application/jsonl")
-                .map_err(|e| Failure::new(ErrorKind::InvalidInput, e.to_string()))?;
+            };
+            let file = std::fs::File::open(path).map_err(local)?;
+            let len = file.metadata().map_err(local)?.len();
+            let stream = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 << 10);
+            let part = reqwest::multipart::Part::stream_with_length(
+                reqwest::Body::wrap_stream(stream),
+                len,
+            )
+            .file_name(name.clone())
+            .mime_str("application/jsonl")
+            .map_err(|e| Failure::new(ErrorKind::InvalidInput, e.to_string()))?;
             let form = reqwest::multipart::Form::new()
                 .text("purpose", "batch")
                 .part("file", part);
@@ -278,14 +286,18 @@ impl BatchApi {
         Ok(Self::json::<FileObject>(&what, &body)?.id)
     }
 
-    /// Creates a batch from an uploaded file, tagged with the file's ids hash.
-    pub async fn create(
+    /// The batch of an uploaded file: one already made from it (by its file id or its ids
+    /// tag: a crash between create and its journal line left one), else a new one, tagged with
+    /// the file's ids hash. `true` with a batch found. A create that fails retryably may still
+    /// have made the batch (its answer lost on the way), so each retry looks for it again
+    /// first: a file never gets two batches.
+    pub async fn find_or_create(
         &self,
         file_id: &str,
         endpoint: &str,
         window: &str,
         ids: &str,
-    ) -> Result<Batch, Failure> {
+    ) -> Result<(Batch, bool), Failure> {
         let what = format!("creating the batch of {file_id}");
         let body = serde_json::json!({
             "input_file_id": file_id,
@@ -294,8 +306,14 @@ impl BatchApi {
             "metadata": {"batchgen_file": ids},
         });
         let make = || Ok(self.http.post(self.url("/batches")).json(&body));
-        let answer = self.call(&what, make).await?;
-        Self::json(&what, &answer)
+        self.retrying(&what, || async {
+            if let Some(b) = self.find(file_id, ids).await? {
+                return Ok((b, true));
+            }
+            let answer = self.once(&make).await?;
+            Ok((Self::json(&what, &answer)?, false))
+        })
+        .await
     }
 
     pub async fn retrieve(&self, batch_id: &str) -> Result<Batch, Failure> {

@@ -136,8 +136,22 @@ pub struct Collector<'a> {
 
 impl Collector<'_> {
     /// Reads the downloaded output and error files (either may be missing) and decides every
-    /// row of the batch file.
+    /// row of the batch file, with the records in `outcomes`.
     pub fn collect(&self, output: Option<&Path>, errors: Option<&Path>) -> io::Result<Collected> {
+        let mut outcomes = Vec::new();
+        let mut got = self.collect_with(output, errors, &mut |o| outcomes.push(o))?;
+        got.outcomes = outcomes;
+        Ok(got)
+    }
+
+    /// As [`Collector::collect`], handing each record to `emit` as soon as it is decided:
+    /// memory does not hold a batch's records (`outcomes` stays empty).
+    pub fn collect_with(
+        &self,
+        output: Option<&Path>,
+        errors: Option<&Path>,
+        emit: &mut dyn FnMut(Outcome),
+    ) -> io::Result<Collected> {
         let mut out = Collected::default();
         let mut seen: HashSet<String> = HashSet::new();
         for path in [output, errors].into_iter().flatten() {
@@ -155,7 +169,7 @@ impl Collector<'_> {
                 if !self.rows.contains_key(&id) || seen.contains(&id) {
                     continue;
                 }
-                self.decide(&id, result, &mut out);
+                self.decide(&id, result, &mut out, emit);
                 seen.insert(id);
             }
         }
@@ -174,12 +188,18 @@ impl Collector<'_> {
                 }
                 None => LineResult::NotRun("absent".to_string()),
             };
-            self.decide(id, result, &mut out);
+            self.decide(id, result, &mut out, emit);
         }
         Ok(out)
     }
 
-    fn decide(&self, id: &str, result: LineResult, out: &mut Collected) {
+    fn decide(
+        &self,
+        id: &str,
+        result: LineResult,
+        out: &mut Collected,
+        emit: &mut dyn FnMut(Outcome),
+    ) {
         let Some(row) = self.rows.get(id) else { return };
         let result = match result {
             LineResult::Answered(reply) => Ok(reply),
@@ -211,7 +231,7 @@ impl Collector<'_> {
             .as_ref()
             .ok()
             .and_then(|r| self.batch_cost(&row.model, r));
-        out.outcomes.push(Outcome {
+        emit(Outcome {
             id: id.to_string(),
             hash: row.hash,
             metadata: self.metadata.get(id).cloned(),

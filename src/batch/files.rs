@@ -8,7 +8,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -84,6 +84,8 @@ pub struct Maker {
     next_seq: u64,
     open: HashMap<(Arc<str>, Option<bool>), Open>,
     made: Vec<Made>,
+    /// DashScope: a line without `enable_thinking` gets its hybrid model's default.
+    explicit_thinking: bool,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +95,7 @@ struct Thinking {
 }
 
 /// The thinking mode a body asks for (`enable_thinking`, a top-level field in batch lines).
-fn thinking_of(body: &[u8]) -> Option<bool> {
+pub fn thinking_of(body: &[u8]) -> Option<bool> {
     serde_json::from_slice::<Thinking>(body)
         .ok()
         .and_then(|t| t.enable_thinking)
@@ -133,7 +135,16 @@ impl Maker {
             next_seq,
             open: HashMap::new(),
             made: Vec::new(),
+            explicit_thinking: false,
         })
+    }
+
+    /// Sets `enable_thinking` in every line of a hybrid model whose body has none, to the
+    /// model's default (see [`super::thinking`]): DashScope requires it. The row's record
+    /// keeps the request hash of the body as built, which the side file holds.
+    pub fn explicit_thinking(mut self, on: bool) -> Maker {
+        self.explicit_thinking = on;
+        self
     }
 
     /// Adds a row. `Ok(Err(reason))` when its line alone is over a limit: the row cannot go in
@@ -145,6 +156,16 @@ impl Maker {
         model: &Arc<str>,
         metadata: Option<&Value>,
     ) -> io::Result<Result<(), String>> {
+        let mut sync_hash = None;
+        let explicit = match self.explicit_thinking && thinking_of(body).is_none() {
+            true => super::thinking::hybrid_default(model)
+                .and_then(|t| super::thinking::with_thinking(body, t)),
+            false => None,
+        };
+        if explicit.is_some() {
+            sync_hash = Some(format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body)));
+        }
+        let body = explicit.as_deref().unwrap_or(body);
         let line = encode_line(id, &line_url(self.style_path, model), body);
         let len = line.len() as u64;
         let line_cap = self.limits.max_line.unwrap_or(u64::MAX);
@@ -187,13 +208,18 @@ impl Maker {
         file.bytes += len;
         file.ids.update(id.as_bytes());
         file.ids.update(b"\n");
-        if let Some(m) = metadata {
+        if metadata.is_some() || sync_hash.is_some() {
             if file.meta.is_none() {
                 let meta = fs_err::File::create(meta_path(&file.path))?;
                 file.meta = Some(io::BufWriter::new(meta));
             }
             if let Some(out) = &mut file.meta {
-                serde_json::to_writer(&mut *out, &serde_json::json!({"id": id, "metadata": m}))?;
+                let side = SideLine {
+                    id: id.to_string(),
+                    metadata: metadata.cloned(),
+                    hash: sync_hash,
+                };
+                serde_json::to_writer(&mut *out, &side)?;
                 out.write_all(b"\n")?;
             }
         }
@@ -260,6 +286,21 @@ pub struct Row {
     pub line: u64,
 }
 
+/// Calls `f` with the body of each line of a batch file, in order.
+pub fn each_body(path: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()> {
+    let mut reader = BufReader::new(fs_err::File::open(path)?);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        if let Ok(l) = serde_json::from_slice::<LineBack>(&buf) {
+            f(l.body.get().as_bytes());
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ModelOnly {
     #[serde(default)]
@@ -305,16 +346,34 @@ pub fn read_rows(path: &Path, default_model: &Arc<str>) -> io::Result<HashMap<St
         }
         offset += n as u64;
     }
+    for (id, side) in read_side(path)? {
+        if let (Some(row), Some(hash)) = (rows.get_mut(&id), side.sync_hash()) {
+            row.hash = hash;
+        }
+    }
     Ok(rows)
 }
 
-/// The `metadata` of a file's rows, from its side file (empty when it has none).
-pub fn read_meta(path: &Path) -> io::Result<HashMap<String, Value>> {
-    #[derive(Deserialize)]
-    struct Meta {
-        id: String,
-        metadata: Value,
+/// A line of a batch file's side file: what the batch line has no room for. `metadata` when
+/// the row has one; `hash` (16 hex digits) when the line's body differs from the body as
+/// built (an `enable_thinking` added), whose request hash the record keeps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideLine {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl SideLine {
+    fn sync_hash(&self) -> Option<u64> {
+        u64::from_str_radix(self.hash.as_deref()?, 16).ok()
     }
+}
+
+/// The side file of a batch file, by row id (empty when it has none).
+pub fn read_side(path: &Path) -> io::Result<HashMap<String, SideLine>> {
     let meta = meta_path(path);
     let file = match fs_err::File::open(&meta) {
         Ok(f) => f,
@@ -323,11 +382,19 @@ pub fn read_meta(path: &Path) -> io::Result<HashMap<String, Value>> {
     };
     let mut out = HashMap::new();
     for line in BufReader::new(file).lines() {
-        if let Ok(m) = serde_json::from_str::<Meta>(&line?) {
-            out.insert(m.id, m.metadata);
+        if let Ok(m) = serde_json::from_str::<SideLine>(&line?) {
+            out.insert(m.id.clone(), m);
         }
     }
     Ok(out)
+}
+
+/// The `metadata` of a file's rows, from its side file (empty when it has none).
+pub fn read_meta(path: &Path) -> io::Result<HashMap<String, Value>> {
+    Ok(read_side(path)?
+        .into_iter()
+        .filter_map(|(id, side)| Some((id, side.metadata?)))
+        .collect())
 }
 
 /// Copies the lines at `offsets` of batch file `from` into a new file `to` (a resubmission),
@@ -344,7 +411,7 @@ pub fn copy_lines(
     offsets.sort_unstable();
     let mut reader = BufReader::new(fs_err::File::open(from)?);
     let mut out = io::BufWriter::new(fs_err::File::create(to)?);
-    let meta = read_meta(from)?;
+    let meta = read_side(from)?;
     let mut meta_out = Vec::new();
     let (mut rows, mut bytes, mut ids) = (0u64, 0u64, salted());
     let mut buf = Vec::new();
@@ -355,11 +422,8 @@ pub fn copy_lines(
         let Ok(l) = serde_json::from_slice::<LineBack>(&buf) else {
             continue;
         };
-        if let Some(m) = meta.get(&l.custom_id) {
-            serde_json::to_writer(
-                &mut meta_out,
-                &serde_json::json!({"id": l.custom_id, "metadata": m}),
-            )?;
+        if let Some(side) = meta.get(&l.custom_id) {
+            serde_json::to_writer(&mut meta_out, side)?;
             meta_out.push(b'\n');
         }
         ids.update(l.custom_id.as_bytes());
@@ -499,5 +563,92 @@ mod tests {
         let meta = read_meta(&to).expect("meta");
         assert_eq!(meta.len(), 2);
         assert_eq!(meta["r3"], serde_json::json!({"n": 3}));
+    }
+
+    #[test]
+    fn dashscope_lines_of_hybrid_models_set_thinking_and_keep_the_sync_hash() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut m = Maker::new(dir.path(), "/chat/completions", limits(10, 1 << 20), 1, 0)
+            .expect("maker")
+            .explicit_thinking(true);
+        let rows: [(&str, &str, Option<bool>); 6] = [
+            ("a", "qwen-plus", None),
+            ("b", "qwen-plus", Some(false)),
+            ("c", "qwen-plus", Some(true)),
+            ("d", "qwen3.5-plus", None),
+            ("e", "qwen-max", None),
+            ("f", "qwen-plus", None),
+        ];
+        let mut sync = HashMap::new();
+        for (id, model, thinking) in rows {
+            let b = body(model, thinking, id);
+            sync.insert(id, xxhash_rust::xxh3::xxh3_64(&b));
+            let meta = (id == "f").then(|| serde_json::json!({"k": 1}));
+            let model: Arc<str> = Arc::from(model);
+            assert!(m.add(id, &b, &model, meta.as_ref()).expect("add").is_ok());
+        }
+        let made = m.finish().expect("finish");
+        let mut seen = HashMap::new();
+        for f in &made {
+            let text = std::fs::read_to_string(&f.path).expect("read");
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_default())
+                .collect();
+            // One model and one thinking mode per file.
+            let mode = &lines[0]["body"]["enable_thinking"];
+            assert!(lines.iter().all(|l| &l["body"]["enable_thinking"] == mode));
+            assert!(lines.iter().all(|l| l["body"]["model"] == f.model.as_str()));
+            for l in &lines {
+                let id = l["custom_id"].as_str().unwrap_or_default().to_string();
+                seen.insert(id, l["body"]["enable_thinking"].clone());
+            }
+            // The records keep the request hash of the body as built.
+            let model: Arc<str> = Arc::from(f.model.as_str());
+            for (id, row) in read_rows(&f.path, &model).expect("rows") {
+                assert_eq!(row.hash, sync[id.as_str()], "{id}");
+            }
+        }
+        assert_eq!(made.len(), 4);
+        assert_eq!(seen["a"], Value::Bool(false));
+        assert_eq!(seen["b"], Value::Bool(false));
+        assert_eq!(seen["c"], Value::Bool(true));
+        assert_eq!(seen["d"], Value::Bool(true));
+        assert_eq!(seen["e"], Value::Null);
+        assert_eq!(seen["f"], Value::Bool(false));
+        // "a", "b" and "f" share a file; a resubmission keeps the hashes and the metadata.
+        let first = &made[0];
+        let rows = read_rows(&first.path, &Arc::from("qwen-plus")).expect("rows");
+        assert_eq!(
+            read_meta(&first.path).expect("meta")["f"],
+            serde_json::json!({"k": 1})
+        );
+        let to = file_path(dir.path(), 9);
+        let offsets = vec![rows["a"].offset, rows["f"].offset];
+        copy_lines(&first.path, &to, offsets, 9, 1, "qwen-plus").expect("copy");
+        let again = read_rows(&to, &Arc::from("qwen-plus")).expect("rows");
+        assert_eq!((again["a"].hash, again["f"].hash), (sync["a"], sync["f"]));
+        assert_eq!(
+            read_meta(&to).expect("meta")["f"],
+            serde_json::json!({"k": 1})
+        );
+        // Elsewhere than on DashScope the bodies are left as they are.
+        let mut m = Maker::new(
+            &dir.path().join("x"),
+            "/chat/completions",
+            limits(10, 1 << 20),
+            1,
+            0,
+        )
+        .expect("maker");
+        let b = body("qwen-plus", None, "q");
+        assert!(
+            m.add("z", &b, &Arc::from("qwen-plus"), None)
+                .expect("add")
+                .is_ok()
+        );
+        let made = m.finish().expect("finish");
+        let text = std::fs::read_to_string(&made[0].path).expect("read");
+        assert!(!text.contains("enable_thinking"));
     }
 }

@@ -9,9 +9,11 @@
 pub mod api;
 pub mod collect;
 mod command;
+pub mod estimate;
 pub mod files;
 pub mod journal;
 mod step;
+mod thinking;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ use crate::retry::{ErrorKind, Failure};
 use crate::settings::{BatchMode, Settings};
 use api::{Backoff, Batch, BatchApi};
 pub use command::command;
+use estimate::Estimate;
 use journal::{Entry, Event, Journal};
 use step::StepError;
 
@@ -190,21 +193,28 @@ impl Cycle {
 
     /// Writes the rows of `rows` not in `skip` into new batch files (on a blocking thread: the
     /// rows come from the reader thread). Rows whose line alone is too large get error records.
+    /// With `--max-cost`, the files are journaled only when the estimate of every file not yet
+    /// uploaded is within the cap; otherwise they are deleted and the stop is returned.
     async fn make_files(
         &mut self,
         mut rows: mpsc::Receiver<Vec<Prepared>>,
         skip: HashSet<String>,
         out: &mpsc::Sender<Outcome>,
-    ) -> Result<(), SetupError> {
+    ) -> Result<Option<Stop>, SetupError> {
         let limits = files::Limits {
             max_rows: self.mode.max_rows,
             max_bytes: self.mode.max_bytes,
             max_line: self.mode.max_line,
         };
         let (dir, style_path, next) = (self.dir.clone(), self.style_path, self.next_seq());
+        let capped = self.settings.max_cost.is_some();
+        let dashscope = self.mode.dashscope;
+        let (settings, prices) = (self.settings.clone(), self.prices.clone());
         let made = tokio::task::spawn_blocking(move || {
-            let mut maker = files::Maker::new(&dir, style_path, limits, next, 0)?;
+            let mut maker =
+                files::Maker::new(&dir, style_path, limits, next, 0)?.explicit_thinking(dashscope);
             let mut refused = Vec::new();
+            let mut estimate = Estimate::default();
             while let Some(batch) = rows.blocking_recv() {
                 for p in batch {
                     if skip.contains(&p.id) {
@@ -212,21 +222,42 @@ impl Cycle {
                     }
                     if let Err(why) = maker.add(&p.id, &p.body, &p.model, p.metadata.as_ref())? {
                         refused.push((p, why));
+                    } else if capped {
+                        estimate.add(&prices, &settings, &p.model, &p.body);
                     }
                 }
             }
-            Ok::<_, std::io::Error>((maker.finish()?, refused))
+            Ok::<_, std::io::Error>((maker.finish()?, refused, estimate))
         })
         .await
         .map_err(|e| SetupError::Io(std::io::Error::other(e)))?;
-        let (made, refused) = made?;
-        for m in made {
-            self.add_file(m, None)?;
-        }
+        let (made, refused, mut estimate) = made?;
         for (p, why) in refused {
             let _ = out.send(refused_outcome(p, why)).await;
         }
-        Ok(())
+        if capped {
+            for e in self
+                .entries
+                .iter()
+                .filter(|e| e.pending() && e.file_id.is_none())
+            {
+                let (prices, settings) = (&self.prices, &self.settings);
+                files::each_body(&e.path, |body| {
+                    estimate.add(prices, settings, &e.model, body);
+                })?;
+            }
+            if let Some(stop) = estimate.check(&self.settings) {
+                for m in &made {
+                    let _ = fs_err::remove_file(&m.path);
+                    let _ = fs_err::remove_file(files::meta_path(&m.path));
+                }
+                return Ok(Some(stop));
+            }
+        }
+        for m in made {
+            self.add_file(m, None)?;
+        }
+        Ok(None)
     }
 }
 
@@ -250,27 +281,37 @@ fn refused_outcome(p: Prepared, why: String) -> Outcome {
     }
 }
 
-/// The files `rows` would make (`--dry-run --batch`), written into `dir`.
+/// The files `rows` would make (`--dry-run --batch`), written into `dir`, and the estimate
+/// `--max-cost` would be checked on.
 pub async fn plan_files(
     dir: &std::path::Path,
-    settings: &Settings,
+    settings: Arc<Settings>,
     mode: &BatchMode,
+    prices: Arc<Prices>,
     mut rows: mpsc::Receiver<Vec<Prepared>>,
-) -> std::io::Result<Vec<files::Made>> {
+) -> std::io::Result<(Vec<files::Made>, Estimate)> {
     let limits = files::Limits {
         max_rows: mode.max_rows,
         max_bytes: mode.max_bytes,
         max_line: mode.max_line,
     };
     let (dir, style_path) = (dir.to_path_buf(), style::path(settings.api));
+    let dashscope = mode.dashscope;
     tokio::task::spawn_blocking(move || {
-        let mut maker = files::Maker::new(&dir, style_path, limits, 1, 0)?;
+        let mut maker =
+            files::Maker::new(&dir, style_path, limits, 1, 0)?.explicit_thinking(dashscope);
+        let mut estimate = Estimate::default();
         while let Some(batch) = rows.blocking_recv() {
             for p in batch {
-                let _ = maker.add(&p.id, &p.body, &p.model, p.metadata.as_ref())?;
+                if maker
+                    .add(&p.id, &p.body, &p.model, p.metadata.as_ref())?
+                    .is_ok()
+                {
+                    estimate.add(&prices, &settings, &p.model, &p.body);
+                }
             }
         }
-        maker.finish()
+        Ok((maker.finish()?, estimate))
     })
     .await
     .map_err(std::io::Error::other)?
@@ -300,7 +341,12 @@ pub async fn run(
     stops: Stops,
 ) -> Result<Done, SetupError> {
     let skip = cycle.pending_ids()?;
-    cycle.make_files(rows, skip, &out).await?;
+    if let Some(stop) = cycle.make_files(rows, skip, &out).await? {
+        return Ok(Done {
+            stopped: Some(stop),
+            cycle,
+        });
+    }
     let stopped = cycle.follow(&out, &stops).await;
     Ok(Done { stopped, cycle })
 }

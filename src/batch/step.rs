@@ -93,25 +93,24 @@ impl Cycle {
         self.collect(i, out).await
     }
 
-    /// The batch of a file already uploaded: one a crash left (found by its file id or ids
-    /// tag), else a new one.
+    /// The batch of a file already uploaded: one a crash or a lost answer left (found by its
+    /// file id or ids tag), else a new one.
     async fn find_or_create(&self, i: usize, file_id: &str) -> Result<Batch, Failure> {
         let e = &self.entries[i];
-        if let Some(b) = self.api.find(file_id, &e.ids).await? {
-            if !self.quiet {
-                say(format_args!(
-                    "{}: batch {} was already created from it; not creating another",
-                    self.name(e),
-                    b.id
-                ));
-            }
-            return Ok(b);
-        }
         let model: Arc<str> = Arc::from(e.model.as_str());
         let endpoint = files::line_url(self.style_path, &model);
-        self.api
-            .create(file_id, &endpoint, &self.mode.window, &e.ids)
-            .await
+        let (b, found) = self
+            .api
+            .find_or_create(file_id, &endpoint, &self.mode.window, &e.ids)
+            .await?;
+        if found && !self.quiet {
+            say(format_args!(
+                "{}: batch {} was already created from it; not creating another",
+                self.name(e),
+                b.id
+            ));
+        }
+        Ok(b)
     }
 
     /// Downloads a terminal batch's output and error files and turns them into records; the
@@ -139,19 +138,38 @@ impl Cycle {
         let metadata = files::read_meta(&path)?;
         let has_child = self.entries.iter().any(|e| e.parent == Some(seq));
         let round = self.entries[i].round;
-        let invalid = self.invalid_lines(&self.entries[i], &batch);
-        let collector = Collector {
-            api: self.settings.api,
-            openai: self.openai,
-            prices: &self.prices,
-            batch_id: Arc::from(batch.id.as_str()),
-            rows: &rows,
-            metadata: &metadata,
-            may_resubmit: has_child || round < self.settings.max_retries,
-            attempts: round + 1,
-            invalid_lines: invalid,
-        };
-        let got = collector.collect(downloaded[0].as_deref(), downloaded[1].as_deref())?;
+        let invalid = self.invalid_lines(&self.entries[i], &batch, &rows);
+        let (api, openai, prices) = (self.settings.api, self.openai, self.prices.clone());
+        let batch_id: Arc<str> = Arc::from(batch.id.as_str());
+        let may_resubmit = has_child || round < self.settings.max_retries;
+        let tx = out.clone();
+        // On a blocking thread, each record sent as soon as it is decided: a batch of 50,000
+        // rows is never held in memory as records.
+        let (got, closed) = tokio::task::spawn_blocking(move || {
+            let collector = Collector {
+                api,
+                openai,
+                prices: &prices,
+                batch_id,
+                rows: &rows,
+                metadata: &metadata,
+                may_resubmit,
+                attempts: round + 1,
+                invalid_lines: invalid,
+            };
+            let mut closed = false;
+            let got = collector.collect_with(
+                downloaded[0].as_deref(),
+                downloaded[1].as_deref(),
+                &mut |o| closed = closed || tx.blocking_send(o).is_err(),
+            )?;
+            Ok::<_, std::io::Error>((got, closed))
+        })
+        .await
+        .map_err(|e| StepError::Io(std::io::Error::other(e)))??;
+        if closed {
+            return Err(StepError::Closed);
+        }
         if !self.quiet {
             say(format_args!(
                 "{}: batch {} {}: {} ok, {} failed, {} did not run{}",
@@ -168,9 +186,6 @@ impl Cycle {
                 }
             ));
         }
-        for o in got.outcomes {
-            out.send(o).await.map_err(|_| StepError::Closed)?;
-        }
         if !got.resubmit.is_empty() && !has_child {
             let next = self.next_seq();
             let to = files::file_path(&self.dir, next);
@@ -183,21 +198,45 @@ impl Cycle {
         Ok(())
     }
 
-    /// The per-line validation errors of a failed batch, said to the user and keyed by line.
-    fn invalid_lines(&self, e: &Entry, batch: &Batch) -> HashMap<u64, (Option<String>, String)> {
+    /// The per-line validation errors of a failed batch, said to the user (with the row each
+    /// line holds) and keyed by line.
+    fn invalid_lines(
+        &self,
+        e: &Entry,
+        batch: &Batch,
+        rows: &HashMap<String, files::Row>,
+    ) -> HashMap<u64, (Option<String>, String)> {
         if batch.phase() != Phase::Failed {
             return HashMap::new();
         }
         let errors = batch.line_errors();
-        for (line, code, message) in errors.iter().take(crate::plan::MAX_PROBLEMS) {
+        let said: Vec<_> = errors.iter().take(crate::plan::MAX_PROBLEMS).collect();
+        let wanted: std::collections::HashSet<u64> = said.iter().filter_map(|l| l.0).collect();
+        let ids: HashMap<u64, &str> = rows
+            .iter()
+            .filter(|(_, r)| wanted.contains(&r.line))
+            .map(|(id, r)| (r.line, id.as_str()))
+            .collect();
+        for (line, code, message) in said {
             say(format_args!(
-                "{}{}: batch {} failed validation: {}{message}",
+                "{}{}{}: batch {} failed validation: {}{message}",
                 self.name(e),
                 line.map(|l| format!(":{l}")).unwrap_or_default(),
+                line.and_then(|l| ids.get(&l))
+                    .map(|id| format!(" (row {id})"))
+                    .unwrap_or_default(),
                 batch.id,
                 code.as_deref()
                     .map(|c| format!("{c}: "))
                     .unwrap_or_default(),
+            ));
+        }
+        if errors.len() > crate::plan::MAX_PROBLEMS {
+            say(format_args!(
+                "{}: batch {}: {} more validation errors (each in its row's record)",
+                self.name(e),
+                batch.id,
+                errors.len() - crate::plan::MAX_PROBLEMS
             ));
         }
         errors

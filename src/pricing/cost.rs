@@ -142,6 +142,26 @@ impl Price {
         Some((input_tokens as f64 * r.input + max_output_tokens as f64 * r.output) / PER)
     }
 
+    /// This price at the batch price: every rate less the batch discount, cached input priced
+    /// as input (batch pricing has no cache discount), no further discount, and `note` after
+    /// the source.
+    pub(super) fn into_batch_price(mut self, note: &str) -> Price {
+        let share = 1.0 - self.batch_discount;
+        for t in &mut self.tiers {
+            let r = &mut t.rates;
+            r.input *= share;
+            r.output *= share;
+            r.thinking_output = r.thinking_output.map(|o| o * share);
+            r.cached_input = None;
+        }
+        self.batch_discount = 0.0;
+        self.source = Some(match &self.source {
+            Some(s) => format!("{s}; {note}").into(),
+            None => note.into(),
+        });
+        self
+    }
+
     /// The cost of the input alone (no cache hits, no batch discount): the least a request
     /// can cost.
     pub fn input_only(&self, input_tokens: u64) -> Option<f64> {

@@ -62,7 +62,7 @@ mod table;
 use std::str::FromStr;
 
 pub use cost::{COST_PRECISION, Cost, Price, Rates, priced_as_thinking, round_cost};
-pub use table::{Prices, base_name};
+pub use table::{BATCH_CHAT_HOST, Prices, base_name, is_batch_chat_host};
 
 /// Which regional price list applies: the run's region ([`Region::price_list`]).
 pub use crate::settings::Region;

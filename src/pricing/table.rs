@@ -31,6 +31,20 @@ pub fn base_name(model: &str) -> Option<&str> {
     (!base.is_empty()).then_some(base)
 }
 
+/// The host of DashScope's "Batch Chat": synchronous calls billed at the batch price
+/// (provider-apis.md 5.3; Beijing, the only one the reference names).
+pub const BATCH_CHAT_HOST: &str = "batch.dashscope.aliyuncs.com";
+
+/// Whether a base URL is DashScope's Batch Chat host, whose synchronous calls cost the
+/// batch price.
+pub fn is_batch_chat_host(base_url: &str) -> bool {
+    base_url
+        .parse::<hyper::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_ascii_lowercase))
+        .is_some_and(|h| h.trim_end_matches('.') == BATCH_CHAT_HOST)
+}
+
 /// The price table of a run, for one region.
 #[derive(Debug, Clone)]
 pub struct Prices {
@@ -87,6 +101,16 @@ impl Prices {
 
     pub fn region(&self) -> Region {
         self.region
+    }
+
+    /// This table at the batch price, for synchronous calls billed as batch ones (DashScope's
+    /// Batch Chat host): see [`Price::into_batch_price`].
+    pub fn at_batch_price(mut self, note: &str) -> Prices {
+        self.models = std::mem::take(&mut self.models)
+            .into_iter()
+            .map(|(name, p)| (name, p.into_batch_price(note)))
+            .collect();
+        self
     }
 
     /// The price of a model by its name or one of its aliases, else by its [`base_name`].
@@ -406,5 +430,48 @@ aliases = ["qwen-plus"]
             "qwen-plus is now billed like the user's qwen-max"
         );
         Ok(())
+    }
+
+    #[test]
+    fn the_batch_chat_host_is_priced_at_the_batch_price() {
+        assert!(is_batch_chat_host(
+            "https://batch.dashscope.aliyuncs.com/compatible-mode/v1"
+        ));
+        assert!(is_batch_chat_host(
+            "https://BATCH.dashscope.aliyuncs.com./v1"
+        ));
+        for other in [
+            "https://dashscope.aliyuncs.com/compatible-mode/v1",
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+            "https://batch.dashscope.aliyuncs.com.example.com/v1",
+            "http://127.0.0.1:8080/v1",
+            "not a url",
+        ] {
+            assert!(!is_batch_chat_host(other), "{other}");
+        }
+        let real = Prices::for_region(Region::Cn);
+        let batch = real.clone().at_batch_price("Batch Chat host");
+        let usage = Usage {
+            input_tokens: 1000,
+            output_tokens: 500,
+            cached_tokens: 400,
+            ..Usage::default()
+        };
+        let sync = real.cost("qwen-plus", None, Some(&usage)).map(|c| c.amount);
+        let as_batch = real.cost_of("qwen-plus", &usage, true);
+        let got = batch.cost("qwen-plus", None, Some(&usage));
+        assert_eq!(got.as_ref().map(|c| c.amount), as_batch);
+        assert!(as_batch < sync);
+        let source = got.and_then(|c| c.source).unwrap_or_default();
+        assert!(source.ends_with("; Batch Chat host"), "{source}");
+        // No second discount when the table is used as a batch table.
+        assert_eq!(batch.cost_of("qwen-plus", &usage, true), as_batch);
+        let worst = batch.worst_case("qwen-plus", 1000, 100);
+        let real_worst = real.worst_case("qwen-plus", 1000, 100).map(|c| c * 0.5);
+        assert!(
+            worst
+                .zip(real_worst)
+                .is_some_and(|(a, b)| (a - b).abs() < 1e-12)
+        );
     }
 }

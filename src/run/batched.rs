@@ -126,9 +126,11 @@ pub async fn dry_run(mut ready: Ready, mode: BatchMode) -> Result<Exit, RunError
         to_send,
         row_tx,
     );
-    let made = batch::plan_files(tmp.path(), &ready.settings, &mode, row_rx)
-        .await
-        .map_err(RunError::Batch)?;
+    let settings = Arc::new(ready.settings.clone());
+    let (made, estimate) =
+        batch::plan_files(tmp.path(), settings, &mode, ready.prices.clone(), row_rx)
+            .await
+            .map_err(RunError::Batch)?;
     let _ = reader.await;
     let mut text = String::from("batchgen dry run (--batch): the files it would submit\n");
     for m in &made {
@@ -140,7 +142,11 @@ pub async fn dry_run(mut ready: Ready, mode: BatchMode) -> Result<Exit, RunError
         );
     }
     crate::printer::write_raw(text.as_bytes());
-    super::prepare::dry_run(&ready)
+    let exit = super::prepare::dry_run(&ready)?;
+    if let Some(line) = estimate.dry_run_line(&ready.settings) {
+        say(format_args!("  max-cost   {line}"));
+    }
+    Ok(exit)
 }
 
 fn batch_error(e: batch::SetupError) -> RunError {

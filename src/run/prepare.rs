@@ -121,6 +121,16 @@ fn load_prices(settings: &Settings) -> Result<Arc<Prices>, RunError> {
     if let Some(path) = &settings.pricing {
         prices = prices.with_overrides(path).map_err(RunError::Pricing)?;
     }
+    // DashScope's Batch Chat host bills synchronous calls at the batch price.
+    if settings.batch.is_none()
+        && let crate::settings::Endpoint::Url(url) = &settings.endpoint
+        && pricing::is_batch_chat_host(url)
+    {
+        prices = prices.at_batch_price(&format!(
+            "at the batch price ({} is DashScope's Batch Chat)",
+            pricing::BATCH_CHAT_HOST
+        ));
+    }
     let model = &settings.params.model;
     if settings.max_cost.is_some() && prices.get(model).is_none() {
         return Err(RunError::NoPrice {

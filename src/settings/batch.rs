@@ -30,6 +30,8 @@ pub struct BatchMode {
     pub window: String,
     pub poll_interval: Duration,
     pub detach: bool,
+    /// The endpoint is a DashScope host: lines of hybrid models set `enable_thinking`.
+    pub dashscope: bool,
 }
 
 /// Whether a base URL is a DashScope host (`*.aliyuncs.com`).
@@ -92,6 +94,7 @@ pub(super) fn resolve(
         window: format!("{hours}h"),
         poll_interval,
         detach: args.detach,
+        dashscope,
     }))
 }
 

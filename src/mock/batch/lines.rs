@@ -10,7 +10,8 @@ use memchr::memmem;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::mock::reply::answer_whole;
+use crate::mock::errors::ErrorAnswer;
+use crate::mock::reply::{Whole, answer_whole};
 use crate::mock::wire::{Style, write_json};
 
 /// The largest line accepted (DashScope's limit).
@@ -19,6 +20,10 @@ const MAX_LINE: usize = 6 * 1024 * 1024;
 const INVALID_MARK: &[u8] = b"[mock:batch-invalid]";
 /// Marks a line that does not run before the batch expires.
 const EXPIRE_MARK: &[u8] = b"[mock:batch-expire]";
+/// Mark lines answered with a 429 or a 500 in the error file, as a provider's overloaded
+/// line: a synchronous run would retry them.
+const RATE_MARK: &[u8] = b"[mock:batch-429]";
+const SERVER_MARK: &[u8] = b"[mock:batch-500]";
 
 /// One valid input line.
 pub(super) struct Line {
@@ -247,12 +252,27 @@ pub(super) fn run(
             errors.push(out);
             continue;
         }
-        let body = serde_json::from_slice::<BodyOnly>(&input[line.span.clone()])
+        let bytes = &input[line.span.clone()];
+        let body = serde_json::from_slice::<BodyOnly>(bytes)
             .map(|b| b.body)
             .unwrap_or_default();
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let request_id = id();
-        let whole = answer_whole(style, &body, &request_id);
+        let overloaded = if memmem::find(bytes, RATE_MARK).is_some() {
+            Some(ErrorAnswer::RateLimited)
+        } else if memmem::find(bytes, SERVER_MARK).is_some() {
+            Some(ErrorAnswer::Internal)
+        } else {
+            None
+        };
+        let whole = match overloaded {
+            Some(kind) => Whole {
+                status: kind.status(),
+                body: kind.body(style, kind.message(style), &request_id),
+                tokens: None,
+            },
+            None => answer_whole(style, &body, &request_id),
+        };
         answered += 1;
         out.extend_from_slice(b",\"response\":{\"status_code\":");
         out.extend_from_slice(whole.status.as_u16().to_string().as_bytes());
@@ -362,5 +382,34 @@ mod tests {
         let errors = String::from_utf8(ran.errors).expect("utf8");
         assert_eq!(errors.matches("batch_cancelled").count(), 2);
         assert!(ran.usage.input > 0 && ran.usage.output > 0);
+    }
+
+    #[test]
+    fn marked_lines_are_answered_429_and_500() {
+        let text = [
+            line("a", "m", "x [mock:batch-429]"),
+            line("b", "m", "y [mock:batch-500]"),
+            line("c", "m", "fine"),
+        ]
+        .join("\n");
+        let checked = validate(text.as_bytes(), "/v1/chat/completions");
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            n.to_string()
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        let ran = run(
+            text.as_bytes(),
+            &checked.lines,
+            Style::Chat,
+            Cut::None,
+            &mut id,
+            &mut rng,
+        );
+        assert_eq!((ran.completed, ran.failed, ran.answered), (1, 2, 3));
+        let errors = String::from_utf8(ran.errors).expect("utf8");
+        assert!(errors.contains("\"status_code\":429") && errors.contains("limit_requests"));
+        assert!(errors.contains("\"status_code\":500") && errors.contains("internal_error"));
     }
 }

@@ -17,6 +17,9 @@ use crate::mock::text::{request_uuid, splitmix64};
 
 /// Most batches a list call returns.
 const MAX_LIST: usize = 100;
+/// In a file: its first create makes the batch but answers 500, as a create whose answer was
+/// lost on the way.
+const LOST_MARK: &[u8] = b"[mock:batch-create-lost]";
 
 /// A failed call: its status and the message of the OpenAI error body.
 #[derive(Debug)]
@@ -60,6 +63,9 @@ pub(super) struct Store {
     /// Random per server, so ids differ between servers.
     nonce: u64,
     counter: u64,
+    /// Files whose first create was answered 500 after it made the batch
+    /// (`[mock:batch-create-lost]`).
+    lost: std::collections::HashSet<String>,
 }
 
 fn unix_now() -> f64 {
@@ -78,6 +84,7 @@ impl Store {
             seed: seed.unwrap_or_else(|| fastrand::u64(..)),
             nonce: fastrand::u64(..),
             counter: 0,
+            lost: std::collections::HashSet::new(),
         }
     }
 
@@ -156,6 +163,8 @@ impl Store {
             ));
         }
         let input = file.bytes.clone();
+        let request_file = request.input_file_id.clone();
+        let lose_answer = memchr::memmem::find(&input, LOST_MARK).is_some();
         let id = format!("batch_{}", self.next_id().replace('-', ""));
         let seq = self.batches.len() as u64;
         let batch = Batch::new(id.clone(), seq, request, input, now, unix_now());
@@ -163,6 +172,13 @@ impl Store {
         self.by_id.insert(id, self.batches.len());
         self.batches.push(batch);
         bump(&stats.batches_created);
+        // The batch is made, but its answer is "lost": a 500, the first time for this file.
+        if lose_answer && self.lost.insert(request_file) {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request.",
+            ));
+        }
         Ok(object)
     }
 
