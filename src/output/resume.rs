@@ -136,28 +136,38 @@ impl LatestTable {
         })
     }
 
-    /// The entry of an id. The keys are hashes, so spread evenly: the search starts where the
-    /// key's value says it should be, which is a cache miss or two instead of the twenty or so
-    /// of a binary search over ten million entries.
+    /// The entry of an id, by interpolation search: the keys are hashes, so spread evenly,
+    /// and each probe goes where the key's value says it should be. That takes three or four
+    /// probes (cache misses) over ten million entries, where a binary search takes twenty.
     fn find(&self, (key, high): (u64, u64)) -> Option<Entry> {
-        let n = self.entries.len();
-        if n == 0 {
-            return None;
+        let entries = &self.entries;
+        let (mut lo, mut hi) = (0usize, entries.len());
+        // Invariant: every entry with this low half is in entries[lo..hi].
+        while hi - lo > 8 {
+            let (first, last) = (entries[lo].key, entries[hi - 1].key);
+            if key < first || key > last {
+                return None;
+            }
+            let span = u128::from(last - first).max(1);
+            let at = lo + ((u128::from(key - first) * (hi - lo - 1) as u128) / span) as usize;
+            match entries[at].key {
+                k if k < key => lo = at + 1,
+                k if k > key => hi = at,
+                _ => {
+                    // Found: the entries with this low half (almost always one) surround `at`.
+                    let mut first = at;
+                    while first > lo && entries[first - 1].key == key {
+                        first -= 1;
+                    }
+                    let end = at + entries[at..hi].iter().take_while(|e| e.key == key).count();
+                    return entries[first..end]
+                        .iter()
+                        .find(|e| e.meta >> KEY_SHIFT << KEY_SHIFT == high)
+                        .copied();
+                }
+            }
         }
-        let guess = ((u128::from(key) * n as u128) >> 64) as usize;
-        // Widen a window around the guess until every entry with this low half is inside.
-        let (mut lo, mut hi) = (guess, guess + 1);
-        let mut step = 16usize;
-        while lo > 0 && self.entries[lo].key >= key {
-            lo = lo.saturating_sub(step);
-            step *= 2;
-        }
-        step = 16;
-        while hi < n && self.entries[hi - 1].key <= key {
-            hi = (hi + step).min(n);
-            step *= 2;
-        }
-        let window = &self.entries[lo..hi];
+        let window = &entries[lo..hi];
         let start = window.partition_point(|e| e.key < key);
         window[start..]
             .iter()
