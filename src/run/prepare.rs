@@ -168,10 +168,10 @@ fn lock_output(settings: &Settings) -> Result<Option<OutputLock>, RunError> {
     Ok(lock)
 }
 
-/// The output scan and the input validation. With records to resume and no shard (nor dry
-/// run), the scan comes first and validation looks each row up as it reads it, keeping 8 bytes
-/// a row; otherwise the two read their files side by side, validation keeping 32 bytes a row
-/// for `Plan::resume` (or 8 when the output is empty). A repair of the output is said as soon
+/// The output scan and the input validation, reading their files side by side. With records
+/// to resume and no shard (nor dry run), validation looks each row up in the scan's table as
+/// soon as it has it, keeping 8 bytes a row; otherwise it keeps 32 bytes a row for
+/// `Plan::resume` (or 8 when the output is empty). A repair of the output is said as soon
 /// as the scan is done, even when the input is then refused.
 async fn scan_and_validate(
     settings: &Settings,
@@ -217,19 +217,22 @@ async fn scan_and_validate(
                 source,
             })
     };
-    if inline {
-        let prev = scanned(scan.await)?;
-        say_repairs(settings, &prev, output_name);
-        let keep = plan::Keep::Resume(prev.clone(), settings.rerun_changed);
-        let plan = validated(validate(keep).await)?;
-        return Ok((prev, plan));
-    }
-    let keep = match empty && settings.shard.is_none() {
-        true => plan::Keep::Lean,
-        false => plan::Keep::Rows,
+    let (send, keep) = match (inline, empty && settings.shard.is_none()) {
+        (true, _) => {
+            let (send, receive) = std::sync::mpsc::sync_channel(1);
+            let resumer = plan::Resumer::new(receive, settings.rerun_changed);
+            (Some(send), plan::Keep::Resume(resumer))
+        }
+        (false, true) => (None, plan::Keep::Lean),
+        (false, false) => (None, plan::Keep::Rows),
     };
     let validation = validate(keep);
-    let prev = scanned(scan.await)?;
+    let prev = scanned(scan.await);
+    if let (Some(send), Ok(prev)) = (send, &prev) {
+        // Validation is gone only if it failed, which its result says below.
+        let _ = send.send(prev.clone());
+    }
+    let prev = prev?;
     say_repairs(settings, &prev, output_name);
     let plan = validated(validation.await)?;
     Ok((prev, plan))

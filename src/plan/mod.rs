@@ -3,8 +3,9 @@
 //! which rows the scan of the existing output says are done: as it reads them
 //! ([`Keep::Resume`]), or afterwards in `Plan::resume`.
 
+mod lookup;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::input::ids::id_key;
 use crate::input::ids::{OwnId, Shard, record_id};
@@ -12,6 +13,7 @@ use crate::input::{self, Item, Problem};
 use crate::output::resume::{Previous, Status};
 use crate::request::{Builder, Prepared};
 use crate::settings::InputSpec;
+pub use lookup::Resumer;
 
 /// Whether the input file is small enough for validation to keep its built requests.
 fn small_input(spec: &InputSpec) -> bool {
@@ -176,44 +178,7 @@ impl Plan {
     }
 }
 
-impl Plan {
-    /// [`Keep::Resume`]: counts a row done or changed by its id's latest record, and marks the
-    /// rows the run skips, as [`Plan::resume`] does.
-    fn look_up(&mut self, prev: &Previous, p: &Prepared, number: u64, rerun_changed: bool) {
-        match prev.status_by_key(id_key(&p.id), p.hash) {
-            Status::Done => {
-                self.rows_done += 1;
-                set_bit(&mut self.done_bits, number);
-                set_bit(&mut self.skip_rows, number);
-            }
-            Status::Changed => {
-                self.rows_changed += 1;
-                set_bit(&mut self.changed_bits, number);
-                if !rerun_changed {
-                    set_bit(&mut self.skip_rows, number);
-                }
-            }
-            Status::Pending => {}
-        }
-    }
-
-    /// A row [`Plan::look_up`] counted turned out invalid (a later row of a duplicate id, or a
-    /// row without an id): it is neither done nor changed, but gets its `invalid_input` record.
-    fn uncount(&mut self, number: u64) {
-        if bit(&self.done_bits, number) {
-            self.rows_done -= 1;
-            clear_bit(&mut self.done_bits, number);
-            clear_bit(&mut self.skip_rows, number);
-        }
-        if bit(&self.changed_bits, number) {
-            self.rows_changed -= 1;
-            clear_bit(&mut self.changed_bits, number);
-            clear_bit(&mut self.skip_rows, number);
-        }
-    }
-}
-
-fn clear_bit(bits: &mut [u64], number: u64) {
+pub(crate) fn clear_bit(bits: &mut [u64], number: u64) {
     let i = number as usize;
     if let Some(w) = bits.get_mut(i / 64) {
         *w &= !(1 << (i % 64));
@@ -226,7 +191,7 @@ pub fn bit(bits: &[u64], number: u64) -> bool {
     bits.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
 }
 
-fn set_bit(bits: &mut Vec<u64>, number: u64) {
+pub(crate) fn set_bit(bits: &mut Vec<u64>, number: u64) {
     let i = number as usize;
     if bits.len() <= i / 64 {
         bits.resize(i / 64 + 1, 0);
@@ -290,10 +255,10 @@ pub enum Keep {
     /// Nothing to resume, no shard, no estimates: only the 8 bytes a row of the duplicate
     /// check (the hash of the row's own id).
     Lean,
-    /// The output's records, scanned first: each row is looked up as it is built, and only
-    /// the duplicate check's 8 bytes are kept (no shard, no estimates). With
-    /// `--rerun-changed`, changed rows are sent again.
-    Resume(Arc<Previous>, bool),
+    /// The output's records, from the scan running beside validation: each row is looked up
+    /// as it is built, and only the duplicate check's 8 bytes are kept (no shard, no
+    /// estimates). See [`lookup::Resumer`].
+    Resume(Resumer),
 }
 
 /// Reads the whole input once, building every request (see [`Keep`] for what it keeps).
@@ -304,7 +269,7 @@ pub fn validate(
     estimate: bool,
     keep: Keep,
 ) -> std::io::Result<Plan> {
-    let keep = if estimate { Keep::Rows } else { keep };
+    let mut keep = if estimate { Keep::Rows } else { keep };
     let lean = !matches!(keep, Keep::Rows);
     let mut plan = Plan {
         keep_invalid,
@@ -350,8 +315,8 @@ pub fn validate(
                     (Ok(Some(id)), true) => plan.dup_keys.push(lean_key(id)),
                     (_, true) => plan.idless.push((line, number)),
                 }
-                if let Keep::Resume(prev, rerun_changed) = &keep {
-                    plan.look_up(prev, &p, row.number, *rerun_changed);
+                if let Keep::Resume(resumer) = &mut keep {
+                    resumer.row(&mut plan, id_key(&p.id), p.hash, row.number);
                 }
                 if let Some(e) = &mut plan.estimates {
                     e.insert(number, crate::request::estimate_tokens(&p.body));
@@ -377,6 +342,9 @@ pub fn validate(
                 plan.invalid_row(row.line, row.number, own, reason);
             }
         }
+    }
+    if let Keep::Resume(resumer) = keep {
+        resumer.finish(&mut plan);
     }
     plan.own_ids = any_id;
     if any_id && !without_id.is_empty() {

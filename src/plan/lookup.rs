@@ -1,0 +1,183 @@
+//! The resume lookups of [`Keep::Resume`](super::Keep::Resume): validation reads the input
+//! while the output is scanned, and looks each row up in the scan's table as soon as it has
+//! it. The rows validated before the scan ends wait in a buffer, which is bounded: past
+//! [`MAX_WAITING`] rows validation waits for the scan, so memory stays within the table, the
+//! duplicate check and that buffer, however far ahead validation is.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use super::{Plan, bit, clear_bit, set_bit};
+use crate::output::resume::{Previous, Status};
+
+/// Rows validated ahead of the scan, at most: 32 MiB of them.
+const MAX_WAITING: usize = 1 << 20;
+
+/// Looks validated rows up in the scan's table, once the scan sends it.
+pub struct Resumer {
+    scan: Receiver<Arc<Previous>>,
+    prev: Option<Arc<Previous>>,
+    /// The scan ended without a table (it failed: the caller reports why).
+    gone: bool,
+    /// Rows validated before the table came, as (id key, request hash, row number).
+    waiting: Vec<(u128, u64, u64)>,
+    rerun_changed: bool,
+}
+
+impl Resumer {
+    /// Receives the scan's table from `scan`; with `rerun_changed`, changed rows are sent
+    /// again.
+    pub fn new(scan: Receiver<Arc<Previous>>, rerun_changed: bool) -> Resumer {
+        Resumer {
+            scan,
+            prev: None,
+            gone: false,
+            waiting: Vec::new(),
+            rerun_changed,
+        }
+    }
+
+    /// A valid row: its id's key, its request's hash and its row number.
+    pub(super) fn row(&mut self, plan: &mut Plan, key: u128, hash: u64, number: u64) {
+        if self.prev.is_none() && !self.gone && self.waiting.len().is_multiple_of(1024) {
+            self.receive(plan, self.waiting.len() >= MAX_WAITING);
+        }
+        match &self.prev {
+            Some(prev) => look_up(plan, prev, key, hash, number, self.rerun_changed),
+            None if self.gone => {}
+            None => self.waiting.push((key, hash, number)),
+        }
+    }
+
+    /// The end of the input: waits for the table, and looks up the rows still waiting.
+    pub(super) fn finish(mut self, plan: &mut Plan) {
+        if self.prev.is_none() && !self.gone {
+            self.receive(plan, true);
+        }
+    }
+
+    /// Takes the table if the scan has sent it (waiting for it with `block`), and looks up
+    /// the rows that waited for it.
+    fn receive(&mut self, plan: &mut Plan, block: bool) {
+        let prev = match block {
+            true => self.scan.recv().map_err(|_| TryRecvError::Disconnected),
+            false => self.scan.try_recv(),
+        };
+        match prev {
+            Ok(prev) => {
+                for (key, hash, number) in std::mem::take(&mut self.waiting) {
+                    look_up(plan, &prev, key, hash, number, self.rerun_changed);
+                }
+                self.prev = Some(prev);
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => {
+                self.gone = true;
+                self.waiting = Vec::new();
+            }
+        }
+    }
+}
+
+/// Counts a row done or changed by its id's latest record, and marks the rows the run skips,
+/// as [`Plan::resume`] does.
+fn look_up(plan: &mut Plan, prev: &Previous, key: u128, hash: u64, number: u64, rerun: bool) {
+    match prev.status_by_key(key, hash) {
+        Status::Done => {
+            plan.rows_done += 1;
+            set_bit(&mut plan.done_bits, number);
+            set_bit(&mut plan.skip_rows, number);
+        }
+        Status::Changed => {
+            plan.rows_changed += 1;
+            set_bit(&mut plan.changed_bits, number);
+            if !rerun {
+                set_bit(&mut plan.skip_rows, number);
+            }
+        }
+        Status::Pending => {}
+    }
+}
+
+impl Plan {
+    /// A row [`look_up`] counted turned out invalid (a later row of a duplicate id, or a row
+    /// without an id): it is neither done nor changed, but gets its `invalid_input` record.
+    pub(super) fn uncount(&mut self, number: u64) {
+        if bit(&self.done_bits, number) {
+            self.rows_done -= 1;
+            clear_bit(&mut self.done_bits, number);
+            clear_bit(&mut self.skip_rows, number);
+        }
+        if bit(&self.changed_bits, number) {
+            self.rows_changed -= 1;
+            clear_bit(&mut self.changed_bits, number);
+            clear_bit(&mut self.skip_rows, number);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::input::ids::id_key;
+
+    fn previous(text: &str) -> Arc<Previous> {
+        let mut f = tempfile::NamedTempFile::new().expect("tmp");
+        f.write_all(text.as_bytes()).expect("write");
+        Arc::new(crate::output::resume::scan(f.path(), false).expect("scan"))
+    }
+
+    const DONE: &str = "{\"id\":\"a\",\"status\":\"ok\",\"request_hash\":\"0000000000000001\"}\n\
+                        {\"id\":\"b\",\"status\":\"ok\",\"request_hash\":\"0000000000000002\"}\n\
+                        {\"id\":\"c\",\"status\":\"error\"}\n";
+
+    #[test]
+    fn rows_validated_before_the_table_comes_are_looked_up_when_it_does() {
+        let (send, receive) = std::sync::mpsc::sync_channel(1);
+        let mut r = Resumer::new(receive, false);
+        let mut plan = Plan::default();
+        r.row(&mut plan, id_key("a"), 1, 1);
+        r.row(&mut plan, id_key("b"), 9, 2);
+        assert_eq!(r.waiting.len(), 2);
+        send.send(previous(DONE)).expect("send");
+        r.row(&mut plan, id_key("c"), 3, 3);
+        r.row(&mut plan, id_key("d"), 4, 4);
+        r.finish(&mut plan);
+        assert_eq!((plan.rows_done, plan.rows_changed), (1, 1));
+        let skipped: Vec<u64> = (1..=4).filter(|&n| bit(&plan.skip_rows, n)).collect();
+        assert_eq!(skipped, [1, 2]);
+    }
+
+    #[test]
+    fn the_end_of_the_input_waits_for_the_table_and_a_failed_scan_stops_the_lookups() {
+        let (send, receive) = std::sync::mpsc::sync_channel(1);
+        let mut r = Resumer::new(receive, true);
+        let mut plan = Plan::default();
+        r.row(&mut plan, id_key("b"), 9, 1);
+        let scan = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            send.send(previous(DONE)).expect("send");
+        });
+        r.finish(&mut plan);
+        scan.join().expect("scan thread");
+        // --rerun-changed: counted as changed, not skipped.
+        assert_eq!((plan.rows_done, plan.rows_changed), (0, 1));
+        assert!(!bit(&plan.skip_rows, 1));
+
+        let (send, receive) = std::sync::mpsc::sync_channel::<Arc<Previous>>(1);
+        let mut r = Resumer::new(receive, false);
+        let mut plan = Plan::default();
+        r.row(&mut plan, id_key("a"), 1, 1);
+        drop(send);
+        r.row(&mut plan, id_key("a"), 1, 2);
+        r.finish(&mut plan);
+        assert_eq!(plan.rows_done, 0);
+        assert!(r_is_empty(&plan));
+    }
+
+    fn r_is_empty(plan: &Plan) -> bool {
+        plan.skip_rows.iter().all(|&w| w == 0)
+    }
+}
