@@ -1,8 +1,10 @@
 //! The resume lookups of [`Keep::Resume`](super::Keep::Resume): validation reads the input
-//! while the output is scanned, and looks each row up in the scan's table as soon as it has
-//! it. The rows validated before the scan ends wait in a buffer, which is bounded: past
+//! while the output is scanned, and looks the rows up in the scan's table once it has it.
+//! The rows validated before the scan ends wait in a buffer, which is bounded: past
 //! [`MAX_WAITING`] rows validation waits for the scan, so memory stays within the table, the
-//! duplicate check and that buffer, however far ahead validation is.
+//! duplicate check and that buffer, however far ahead validation is. Rows are looked up
+//! [`CHUNK`] at a time, sorted by id key: the lookups then walk the table in order, which
+//! takes half the time of lookups in input order (a cache miss per probe).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -12,6 +14,8 @@ use crate::output::resume::{Previous, Status};
 
 /// Rows validated ahead of the scan, at most: 32 MiB of them.
 const MAX_WAITING: usize = 1 << 20;
+/// Rows looked up together once the table is there.
+const CHUNK: usize = 1 << 16;
 
 /// Looks validated rows up in the scan's table, once the scan sends it.
 pub struct Resumer {
@@ -39,13 +43,16 @@ impl Resumer {
 
     /// A valid row: its id's key, its request's hash and its row number.
     pub(super) fn row(&mut self, plan: &mut Plan, key: u128, hash: u64, number: u64) {
-        if self.prev.is_none() && !self.gone && self.waiting.len().is_multiple_of(1024) {
-            self.receive(plan, self.waiting.len() >= MAX_WAITING);
+        if self.gone {
+            return;
         }
+        self.waiting.push((key, hash, number));
+        let n = self.waiting.len();
         match &self.prev {
-            Some(prev) => look_up(plan, prev, key, hash, number, self.rerun_changed),
-            None if self.gone => {}
-            None => self.waiting.push((key, hash, number)),
+            Some(_) if n >= CHUNK => self.look_up_waiting(plan),
+            Some(_) => {}
+            None if n.is_multiple_of(1024) => self.receive(plan, n >= MAX_WAITING),
+            None => {}
         }
     }
 
@@ -53,6 +60,19 @@ impl Resumer {
     pub(super) fn finish(mut self, plan: &mut Plan) {
         if self.prev.is_none() && !self.gone {
             self.receive(plan, true);
+        }
+        self.look_up_waiting(plan);
+    }
+
+    /// Looks up the waiting rows, in the order of their keys.
+    fn look_up_waiting(&mut self, plan: &mut Plan) {
+        let Some(prev) = &self.prev else { return };
+        self.waiting.sort_unstable_by_key(|w| w.0);
+        for (key, hash, number) in self.waiting.drain(..) {
+            look_up(plan, prev, key, hash, number, self.rerun_changed);
+        }
+        if self.waiting.capacity() > CHUNK {
+            self.waiting = Vec::with_capacity(CHUNK);
         }
     }
 
@@ -65,10 +85,8 @@ impl Resumer {
         };
         match prev {
             Ok(prev) => {
-                for (key, hash, number) in std::mem::take(&mut self.waiting) {
-                    look_up(plan, &prev, key, hash, number, self.rerun_changed);
-                }
                 self.prev = Some(prev);
+                self.look_up_waiting(plan);
             }
             Err(TryRecvError::Empty) => {}
             Err(TryRecvError::Disconnected) => {
