@@ -89,6 +89,34 @@ fn expired_lines_alone_are_sent_again_in_the_same_run() {
     assert_eq!(s.batches_created, 2);
 }
 
+#[test]
+fn a_fifth_of_one_batch_expired_is_sent_again_alone_and_completes() {
+    let mock = endpoint();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut text = prompts_jsonl(30);
+    // Rows 11..20 make the second file of ten rows; two of them do not run the first time.
+    for i in [12, 17] {
+        text = text.replace(
+            &format!("number {i}:"),
+            &format!("number {i}: [mock:batch-expire-once]"),
+        );
+    }
+    let input = write(dir.path(), "in.jsonl", &text);
+    let out = dir.path().join("out.jsonl");
+    let mut args = FAST.to_vec();
+    args.extend(["--batch-max-rows", "10"]);
+    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let recs = by_id(&records(&out));
+    assert_eq!(recs.len(), 30);
+    assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
+    let s = mock.stats();
+    assert_eq!((s.batches_created, s.batch_lines_uploaded), (4, 30 + 2));
+    // The lines that ran the first time are in the output once: one record each.
+    let lines = std::fs::read_to_string(&out).expect("out").lines().count();
+    assert_eq!(lines, 30);
+}
+
 /// Starts `run --batch` and kills it (SIGKILL) once its journal holds `event`.
 fn kill_after(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) {
     let journal = {

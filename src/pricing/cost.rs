@@ -16,7 +16,8 @@ pub const COST_PRECISION: f64 = 1e10;
 /// (`0.0000272`, not `0.000027200000000000004`): dividing by an exact power of ten gives the
 /// `f64` nearest to the rounded decimal, which is written as that decimal.
 pub fn round_cost(cost: f64) -> f64 {
-    (cost * COST_PRECISION).round() / COST_PRECISION
+    // `+ 0.0` turns -0.0 (the sum of no costs, for one) into 0.0, which prints as 0.
+    (cost * COST_PRECISION).round() / COST_PRECISION + 0.0
 }
 
 /// Whether the worst case of a request prices its output at the thinking price: with
@@ -174,6 +175,13 @@ impl Price {
 pub(super) mod tests {
     use super::*;
     use crate::pricing::{Prices, Region};
+
+    #[test]
+    fn the_cost_of_nothing_is_zero_not_minus_zero() {
+        let none: f64 = std::iter::empty::<f64>().sum();
+        assert!(round_cost(none).is_sign_positive(), "{}", round_cost(none));
+        assert_eq!(round_cost(1.000_000_000_04), 1.0);
+    }
 
     pub(in crate::pricing) fn usage(input: u64, output: u64) -> Usage {
         Usage {

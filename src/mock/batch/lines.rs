@@ -20,6 +20,9 @@ const MAX_LINE: usize = 6 * 1024 * 1024;
 const INVALID_MARK: &[u8] = b"[mock:batch-invalid]";
 /// Marks a line that does not run before the batch expires.
 const EXPIRE_MARK: &[u8] = b"[mock:batch-expire]";
+/// Marks a line that does not run the first time its custom_id is in a batch of this server,
+/// and runs when it is sent again, as lines a provider left when its window closed.
+const EXPIRE_ONCE_MARK: &[u8] = b"[mock:batch-expire-once]";
 /// Mark lines answered with a 429 or a 500 in the error file, as a provider's overloaded
 /// line: a synchronous run would retry them.
 const RATE_MARK: &[u8] = b"[mock:batch-429]";
@@ -32,6 +35,8 @@ pub(super) struct Line {
     pub span: Range<usize>,
     /// Carries `[mock:batch-expire]`: it does not run.
     pub expire: bool,
+    /// Carries `[mock:batch-expire-once]`: see [`Checked::expire_once`].
+    pub expire_once: bool,
 }
 
 /// One entry of a failed batch's `errors.data`.
@@ -51,6 +56,18 @@ pub(super) struct Checked {
     pub model: Option<String>,
     /// Empty when the file is valid.
     pub errors: Vec<LineError>,
+}
+
+impl Checked {
+    /// The `[mock:batch-expire-once]` lines whose custom_id is not yet in `expired` expire,
+    /// and go into it; the others run.
+    pub(super) fn expire_once(&mut self, expired: &mut HashSet<String>) {
+        for line in self.lines.iter_mut().filter(|l| l.expire_once) {
+            if expired.insert(line.custom_id.clone()) {
+                line.expire = true;
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -101,6 +118,7 @@ pub(super) fn validate(input: &[u8], endpoint: &str) -> Checked {
     let mut model: Option<Option<String>> = None;
     let invalid = memmem::Finder::new(INVALID_MARK);
     let expire = memmem::Finder::new(EXPIRE_MARK);
+    let expire_once = memmem::Finder::new(EXPIRE_ONCE_MARK);
     for (number, span) in lines_of(input) {
         let bytes = &input[span.clone()];
         let fail = |code, message: String, param| LineError {
@@ -147,6 +165,7 @@ pub(super) fn validate(input: &[u8], endpoint: &str) -> Checked {
                 lines.push(Line {
                     custom_id: id,
                     expire: expire.find(bytes).is_some(),
+                    expire_once: expire_once.find(bytes).is_some(),
                     span,
                 });
                 None

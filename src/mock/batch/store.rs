@@ -66,6 +66,8 @@ pub(super) struct Store {
     /// Files whose first create was answered 500 after it made the batch
     /// (`[mock:batch-create-lost]`).
     lost: std::collections::HashSet<String>,
+    /// custom_ids that expired once (`[mock:batch-expire-once]`).
+    expired_once: std::collections::HashSet<String>,
 }
 
 fn unix_now() -> f64 {
@@ -85,6 +87,7 @@ impl Store {
             nonce: fastrand::u64(..),
             counter: 0,
             lost: std::collections::HashSet::new(),
+            expired_once: std::collections::HashSet::new(),
         }
     }
 
@@ -167,7 +170,8 @@ impl Store {
         let lose_answer = memchr::memmem::find(&input, LOST_MARK).is_some();
         let id = format!("batch_{}", self.next_id().replace('-', ""));
         let seq = self.batches.len() as u64;
-        let batch = Batch::new(id.clone(), seq, request, input, now, unix_now());
+        let mut batch = Batch::new(id.clone(), seq, request, input, now, unix_now());
+        batch.checked.expire_once(&mut self.expired_once);
         let object = batch.object(now, self.step);
         self.by_id.insert(id, self.batches.len());
         self.batches.push(batch);
