@@ -236,34 +236,28 @@ fn assert_input_then_results(out: &RecordBatch, input: &RecordBatch) {
     assert_eq!(names, expected);
 }
 
-fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+/// The column `name` of `batch`, as the array type `A` it must have.
+fn column<'a, A: Array + 'static>(batch: &'a RecordBatch, name: &str) -> &'a A {
     batch
         .column_by_name(name)
         .expect(name)
         .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("Utf8")
+        .downcast_ref::<A>()
+        .unwrap_or_else(|| panic!("{name}: not a {}", std::any::type_name::<A>()))
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+    column(batch, name)
 }
 
 fn ints<'a>(batch: &'a RecordBatch, name: &str) -> &'a Int64Array {
-    batch
-        .column_by_name(name)
-        .expect(name)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .expect("Int64")
+    column(batch, name)
 }
 
 fn floats<'a>(batch: &'a RecordBatch, name: &str) -> &'a Float64Array {
-    batch
-        .column_by_name(name)
-        .expect(name)
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .expect("Float64")
+    column(batch, name)
 }
 
-/// A `messages` column of one user turn per row.
 fn user_turns(texts: &[&str]) -> ArrayRef {
     let fields = Fields::from(vec![
         Field::new("role", DataType::Utf8, false),

@@ -374,27 +374,33 @@ mod tests {
         assert_eq!(validate(b"\n \n", "/x").errors[0].code, "empty_file");
     }
 
-    #[test]
-    fn run_cancelled_keeps_the_first_half() {
-        let text = (0..4)
-            .map(|i| line(&format!("r{i}"), "m", "hello"))
-            .collect::<Vec<_>>()
-            .join("\n");
+    /// Validates `text` as a chat batch and runs its lines, with ids 1, 2, ... and a seeded
+    /// shuffle.
+    fn run_text(text: &str, cut: Cut, seed: u64) -> Ran {
         let checked = validate(text.as_bytes(), "/v1/chat/completions");
         let mut n = 0;
         let mut id = || {
             n += 1;
             n.to_string()
         };
-        let mut rng = fastrand::Rng::with_seed(7);
-        let ran = run(
+        let mut rng = fastrand::Rng::with_seed(seed);
+        run(
             text.as_bytes(),
             &checked.lines,
             Style::Chat,
-            Cut::Cancelled,
+            cut,
             &mut id,
             &mut rng,
-        );
+        )
+    }
+
+    #[test]
+    fn run_cancelled_keeps_the_first_half() {
+        let text = (0..4)
+            .map(|i| line(&format!("r{i}"), "m", "hello"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let ran = run_text(&text, Cut::Cancelled, 7);
         assert_eq!((ran.completed, ran.failed, ran.answered), (2, 2, 2));
         let out = String::from_utf8(ran.output).expect("utf8");
         assert!(out.contains("\"r0\"") && out.contains("\"r1\""));
@@ -411,21 +417,7 @@ mod tests {
             line("c", "m", "fine"),
         ]
         .join("\n");
-        let checked = validate(text.as_bytes(), "/v1/chat/completions");
-        let mut n = 0;
-        let mut id = || {
-            n += 1;
-            n.to_string()
-        };
-        let mut rng = fastrand::Rng::with_seed(3);
-        let ran = run(
-            text.as_bytes(),
-            &checked.lines,
-            Style::Chat,
-            Cut::None,
-            &mut id,
-            &mut rng,
-        );
+        let ran = run_text(&text, Cut::None, 3);
         assert_eq!((ran.completed, ran.failed, ran.answered), (1, 2, 3));
         let errors = String::from_utf8(ran.errors).expect("utf8");
         assert!(errors.contains("\"status_code\":429") && errors.contains("limit_requests"));
