@@ -4,42 +4,162 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use batchgen::mock::MockConfig;
 use common::*;
+use serde_json::Value;
 
-fn endpoint() -> Endpoint {
+/// A mock whose batches move one state every `step`.
+fn stepping(step: Duration) -> Endpoint {
     Endpoint::start(MockConfig {
-        batch_step: Duration::from_millis(100),
+        batch_step: step,
         ..MockConfig::default()
     })
 }
 
+fn endpoint() -> Endpoint {
+    stepping(Duration::from_millis(100))
+}
+
 const FAST: [&str; 4] = ["--batch", "--poll-interval", "0.05", "--quiet"];
+
+/// One run's setting: a mock, a tempdir holding `in.jsonl`, and `out.jsonl` beside it.
+struct Job {
+    mock: Endpoint,
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+}
+
+impl Job {
+    fn new(mock: Endpoint, text: &str) -> Job {
+        let dir = tempfile::tempdir().expect("tmp");
+        let input = write(dir.path(), "in.jsonl", text);
+        let out = dir.path().join("out.jsonl");
+        Job {
+            mock,
+            dir,
+            input,
+            out,
+        }
+    }
+
+    /// Runs INPUT to OUT against the mock; returns (exit code, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String) {
+        self.run_at(&self.mock.url(), args)
+    }
+
+    /// Runs INPUT to OUT against the endpoint at `url`; returns (exit code, stderr).
+    fn run_at(&self, url: &str, args: &[&str]) -> (i32, String) {
+        run_io(&self.input, &self.out, url, args)
+    }
+
+    /// Runs `batchgen batch COMMAND OUT` against the mock.
+    fn batch(&self, command: &str) -> std::process::Output {
+        batchgen()
+            .args([
+                "batch",
+                command,
+                path(&self.out),
+                "--base-url",
+                &self.mock.url(),
+            ])
+            .output()
+            .expect(command)
+    }
+
+    /// The records of OUT, by id.
+    fn records(&self) -> HashMap<String, Value> {
+        by_id(&records(&self.out))
+    }
+}
+
+/// `FAST` and then `more`.
+fn fast(more: &[&'static str]) -> Vec<&'static str> {
+    let mut args = FAST.to_vec();
+    args.extend_from_slice(more);
+    args
+}
+
+/// INPUT rows `prompts_jsonl(n)` with `mark` in the prompts of the rows numbered `rows`.
+fn marked(n: usize, rows: &[usize], mark: &str) -> String {
+    let marks: Vec<(usize, &str)> = rows.iter().map(|&i| (i, mark)).collect();
+    marked_each(n, &marks)
+}
+
+/// INPUT rows `prompts_jsonl(n)` with each `(row, marker)`'s marker in that row's prompt.
+fn marked_each(n: usize, marks: &[(usize, &str)]) -> String {
+    let mut text = prompts_jsonl(n);
+    for (i, marker) in marks {
+        text = text.replace(&format!("number {i}:"), &format!("number {i}: {marker}"));
+    }
+    text
+}
+
+/// The journal of the batches of a results file.
+fn journal(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".batches.jsonl");
+    PathBuf::from(p)
+}
+
+/// Starts `run --batch` polling every `poll`, and waits (at most `within`) until its journal
+/// holds `event`; on a timeout the run is killed and the test fails.
+fn start_until(
+    input: &Path,
+    out: &Path,
+    url: &str,
+    poll: &str,
+    event: &str,
+    within: Duration,
+) -> std::process::Child {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
+        .args(["run", path(input), "-o", path(out), "--base-url", url])
+        .args(["--batch", "--poll-interval", poll, "--quiet"])
+        .env("DASHSCOPE_API_KEY", SECRET)
+        .env_remove("BATCHGEN_BASE_URL")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let journal = journal(out);
+    let needle = format!("\"event\":\"{event}\"");
+    let until = std::time::Instant::now() + within;
+    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("no {event} event");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+/// Kills (SIGKILL) a run and reaps it.
+fn kill(mut child: std::process::Child) {
+    child.kill().expect("kill");
+    let _ = child.wait();
+}
 
 #[test]
 fn the_whole_cycle_writes_one_record_per_row_at_half_the_sync_cost() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(25));
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--batch-max-rows", "10"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(endpoint(), &prompts_jsonl(25));
+    let (code, stderr) = job.run(&fast(&["--batch-max-rows", "10"]));
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 25);
     assert!(
         recs.values()
             .all(|r| r["status"] == "ok" && r["batch_id"].is_string())
     );
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.batches_created, s.batch_lines_uploaded), (3, 25));
 
     // The same rows, synchronously: the same request hashes, twice the cost.
-    let sync_out = dir.path().join("sync.jsonl");
-    let (code, stderr) = run_io(&input, &sync_out, &mock.url(), &["--quiet"]);
+    let sync_out = job.dir.path().join("sync.jsonl");
+    let (code, stderr) = run_io(&job.input, &sync_out, &job.mock.url(), &["--quiet"]);
     assert_eq!(code, 0, "{stderr}");
     let sync = by_id(&records(&sync_out));
     for (id, r) in &recs {
@@ -53,30 +173,21 @@ fn the_whole_cycle_writes_one_record_per_row_at_half_the_sync_cost() {
         assert!((b * 2.0 - c).abs() < 1e-9, "{id}: {b} is not half of {c}");
     }
     // Done rows are done in either mode: a rerun sends nothing.
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    let (code, stderr) = job.run(&FAST);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(mock.stats().batches_created, 3);
+    assert_eq!(job.mock.stats().batches_created, 3);
 }
 
 #[test]
 fn expired_lines_alone_are_sent_again_in_the_same_run() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut text = prompts_jsonl(20);
-    for i in [3, 9, 14, 17] {
-        text = text.replace(
-            &format!("number {i}:"),
-            &format!("number {i}: [mock:batch-expire]"),
-        );
-    }
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--max-retries", "1"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(
+        endpoint(),
+        &marked(20, &[3, 9, 14, 17], "[mock:batch-expire]"),
+    );
+    let (code, stderr) = job.run(&fast(&["--max-retries", "1"]));
     // The trigger travels with the lines, so they expire again and keep `expired` records.
     assert_eq!(code, 1, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 20);
     let expired: Vec<&String> = recs
         .iter()
@@ -84,68 +195,48 @@ fn expired_lines_alone_are_sent_again_in_the_same_run() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(expired.len(), 4, "{recs:?}");
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!(s.batch_lines_uploaded, 20 + 4);
     assert_eq!(s.batches_created, 2);
 }
 
 #[test]
 fn a_fifth_of_one_batch_expired_is_sent_again_alone_and_completes() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut text = prompts_jsonl(30);
     // Rows 11..20 make the second file of ten rows; two of them do not run the first time.
-    for i in [12, 17] {
-        text = text.replace(
-            &format!("number {i}:"),
-            &format!("number {i}: [mock:batch-expire-once]"),
-        );
-    }
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--batch-max-rows", "10"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(
+        endpoint(),
+        &marked(30, &[12, 17], "[mock:batch-expire-once]"),
+    );
+    let (code, stderr) = job.run(&fast(&["--batch-max-rows", "10"]));
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 30);
     assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.batches_created, s.batch_lines_uploaded), (4, 30 + 2));
     // The lines that ran the first time are in the output once: one record each.
-    let lines = std::fs::read_to_string(&out).expect("out").lines().count();
+    let lines = std::fs::read_to_string(&job.out)
+        .expect("out")
+        .lines()
+        .count();
     assert_eq!(lines, 30);
 }
 
 /// Starts `run --batch` and kills it (SIGKILL) once its journal holds `event`.
-fn kill_after(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) {
-    let journal = {
-        let mut p = out.as_os_str().to_owned();
-        p.push(".batches.jsonl");
-        std::path::PathBuf::from(p)
-    };
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
-        .args(["run", path(input), "-o", path(out), "--base-url", url])
-        .args(["--batch", "--poll-interval", "30s", "--quiet"])
-        .env("DASHSCOPE_API_KEY", SECRET)
-        .env_remove("BATCHGEN_BASE_URL")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let needle = format!("\"event\":\"{event}\"");
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
-        assert!(std::time::Instant::now() < until, "no {event} event");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().expect("kill");
-    let _ = child.wait();
+fn kill_after(input: &Path, out: &Path, url: &str, event: &str) {
+    kill(start_until(
+        input,
+        out,
+        url,
+        "30s",
+        event,
+        Duration::from_secs(60),
+    ));
 }
 
 /// Drops the journal's lines of `event`: as if the crash came just before it was journaled.
-fn forget(out: &std::path::Path, event: &str) {
-    let mut p = out.as_os_str().to_owned();
-    p.push(".batches.jsonl");
+fn forget(out: &Path, event: &str) {
+    let p = journal(out);
     let text = std::fs::read_to_string(&p).expect("journal");
     let kept: String = text
         .lines()
@@ -157,10 +248,7 @@ fn forget(out: &std::path::Path, event: &str) {
 
 #[test]
 fn a_rerun_after_kill_9_creates_no_second_batch() {
-    let mock = Endpoint::start(MockConfig {
-        batch_step: Duration::from_millis(300),
-        ..MockConfig::default()
-    });
+    let mock = stepping(Duration::from_millis(300));
     let dir = tempfile::tempdir().expect("tmp");
     let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
     let (mut uploaded, mut created) = (0, 0);
@@ -192,69 +280,48 @@ fn a_rerun_after_kill_9_creates_no_second_batch() {
 
 #[test]
 fn detach_exits_4_while_batches_run_and_a_rerun_collects() {
-    let mock = Endpoint::start(MockConfig {
-        batch_step: Duration::from_millis(400),
-        ..MockConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(8));
-    let out = dir.path().join("out.jsonl");
+    let job = Job::new(stepping(Duration::from_millis(400)), &prompts_jsonl(8));
     let detach = ["--batch", "--detach", "--quiet"];
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &detach);
+    let (code, stderr) = job.run(&detach);
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("still running"), "{stderr}");
-    let status = batchgen()
-        .args(["batch", "status", path(&out), "--base-url", &mock.url()])
-        .output()
-        .expect("status");
+    let status = job.batch("status");
     assert_eq!(status.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&status.stderr).contains("batch_"));
     let mut code = 4;
     for _ in 0..100 {
-        (code, _) = run_io(&input, &out, &mock.url(), &detach);
+        (code, _) = job.run(&detach);
         if code != 4 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(code, 0);
-    assert_eq!(by_id(&records(&out)).len(), 8);
-    assert_eq!(mock.stats().batches_created, 1);
+    assert_eq!(job.records().len(), 8);
+    assert_eq!(job.mock.stats().batches_created, 1);
 }
 
 #[test]
 fn cancel_stops_the_live_batches_and_a_rerun_collects_their_finished_lines() {
-    let mock = Endpoint::start(MockConfig {
-        batch_step: Duration::from_millis(400),
-        ..MockConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(10));
-    let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &["--batch", "--detach", "-q"]);
+    let job = Job::new(stepping(Duration::from_millis(400)), &prompts_jsonl(10));
+    let (code, stderr) = job.run(&["--batch", "--detach", "-q"]);
     assert_eq!(code, 4, "{stderr}");
-    let cancel = batchgen()
-        .args(["batch", "cancel", path(&out), "--base-url", &mock.url()])
-        .output()
-        .expect("cancel");
+    let cancel = job.batch("cancel");
     assert_eq!(cancel.status.code(), Some(0));
-    assert_eq!(mock.stats().batches_cancelled, 1);
+    assert_eq!(job.mock.stats().batches_cancelled, 1);
     // The lines the cancel left unrun are sent again in a new batch.
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    let (code, stderr) = job.run(&FAST);
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 10);
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!(s.batches_created, 2);
     assert_eq!(s.batch_lines_uploaded, 10 + 5);
 }
 
 #[test]
 fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(30));
-    let out = dir.path().join("out.jsonl");
+    let job = Job::new(endpoint(), &prompts_jsonl(30));
     let args = [
         "--batch",
         "--dry-run",
@@ -263,48 +330,23 @@ fn dry_run_names_the_files_at_the_batch_price_and_native_style_is_refused() {
         "--max-tokens",
         "50",
     ];
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&args);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("file 0003  6 rows"), "{stderr}");
     assert!(stderr.contains("at the batch price"), "{stderr}");
-    assert!(!out.exists());
-    assert_eq!(mock.stats().files_uploaded, 0);
-    let (code, stderr) = run_io(
-        &input,
-        &out,
-        &mock.url(),
-        &["--batch", "--api", "dashscope"],
-    );
+    assert!(!job.out.exists());
+    assert_eq!(job.mock.stats().files_uploaded, 0);
+    let (code, stderr) = job.run(&["--batch", "--api", "dashscope"]);
     assert_eq!(code, 2, "{stderr}");
 }
 
 /// The peak resident memory (`VmHWM`, in KiB) of `run --batch` once its journal holds `event`;
 /// the run is then killed.
 #[cfg(target_os = "linux")]
-fn peak_rss_at(input: &std::path::Path, out: &std::path::Path, url: &str, event: &str) -> u64 {
-    let mut p = out.as_os_str().to_owned();
-    p.push(".batches.jsonl");
-    let journal = std::path::PathBuf::from(p);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("batchgen"))
-        .args(["run", path(input), "-o", path(out), "--base-url", url])
-        .args(["--batch", "--poll-interval", "60s", "--quiet"])
-        .env("DASHSCOPE_API_KEY", SECRET)
-        .env_remove("BATCHGEN_BASE_URL")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let needle = format!("\"event\":\"{event}\"");
-    let until = std::time::Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&journal).is_ok_and(|t| t.contains(&needle)) {
-        if std::time::Instant::now() > until {
-            let _ = child.kill();
-            panic!("no {event} event");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn peak_rss_at(input: &Path, out: &Path, url: &str, event: &str) -> u64 {
+    let child = start_until(input, out, url, "60s", event, Duration::from_secs(120));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
-    child.kill().expect("kill");
-    let _ = child.wait();
+    kill(child);
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -316,21 +358,15 @@ fn peak_rss_at(input: &std::path::Path, out: &std::path::Path, url: &str, event:
 #[test]
 fn a_large_batch_file_is_uploaded_as_a_stream() {
     // Lines of a megabyte, 96 of them: one file of about 96 MB, uploaded at once.
-    let mock = Endpoint::start(MockConfig {
-        batch_step: Duration::from_secs(60),
-        ..MockConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tmp");
     let filler = "lorem ipsum ".repeat((1 << 20) / 12);
     let text: String = (0..96)
         .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"{i} {filler}\"}}\n"))
         .collect();
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let peak_kib = peak_rss_at(&input, &out, &mock.url(), "created");
-    let s = mock.stats();
+    let job = Job::new(stepping(Duration::from_secs(60)), &text);
+    let peak_kib = peak_rss_at(&job.input, &job.out, &job.mock.url(), "created");
+    let s = job.mock.stats();
     assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 96));
-    let file = std::fs::metadata(dir.path().join("out.jsonl.batch-files/0001.jsonl"))
+    let file = std::fs::metadata(job.dir.path().join("out.jsonl.batch-files/0001.jsonl"))
         .expect("batch file")
         .len();
     assert!(file > 90 << 20, "{file}");
@@ -343,17 +379,13 @@ fn a_large_batch_file_is_uploaded_as_a_stream() {
 
 #[test]
 fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(40));
-    let out = dir.path().join("out.jsonl");
+    let job = Job::new(endpoint(), &prompts_jsonl(40));
     // 40 rows of up to 1,000 output tokens of qwen-plus: about 0.024 USD at the batch price.
-    let mut args = FAST.to_vec();
-    args.extend(["--max-tokens", "1000", "--max-cost", "0.01"]);
+    let args = fast(&["--max-tokens", "1000", "--max-cost", "0.01"]);
     // The dry run says so.
     let mut dry = args.clone();
     dry.push("--dry-run");
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &dry);
+    let (code, stderr) = job.run(&dry);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains(
@@ -361,42 +393,31 @@ fn max_cost_is_checked_on_the_batch_estimate_before_anything_is_uploaded() {
         ),
         "{stderr}"
     );
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&args);
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("--max-cost 0.01"), "{stderr}");
     assert!(stderr.contains("batch estimate is up to 0.02"), "{stderr}");
     assert!(stderr.contains("nothing was uploaded"), "{stderr}");
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.files_uploaded, s.batches_created), (0, 0));
-    assert!(!out.exists() || records(&out).is_empty());
+    assert!(!job.out.exists() || records(&job.out).is_empty());
     // The same cap again: the rows are still not sent.
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&args);
     assert_eq!(code, 3, "{stderr}");
-    assert_eq!(mock.stats().files_uploaded, 0);
+    assert_eq!(job.mock.stats().files_uploaded, 0);
     // Under a cap that holds the estimate, the run goes through.
-    let mut args = FAST.to_vec();
-    args.extend(["--max-tokens", "1000", "--max-cost", "0.05"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&fast(&["--max-tokens", "1000", "--max-cost", "0.05"]));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(records(&out).len(), 40);
-    let s = mock.stats();
+    assert_eq!(records(&job.out).len(), 40);
+    let s = job.mock.stats();
     assert_eq!((s.files_uploaded, s.batch_lines_uploaded), (1, 40));
 }
 
-/// INPUT rows `prompts_jsonl(n)` with `marker` in the prompts of the rows numbered `rows`.
-fn marked(n: usize, marks: &[(usize, &str)]) -> String {
-    let mut text = prompts_jsonl(n);
-    for (i, marker) in marks {
-        text = text.replace(&format!("number {i}:"), &format!("number {i}: {marker}"));
-    }
-    text
-}
-
 /// The batch files (`NNNN.jsonl`) of a results file, in order.
-fn batch_files(out: &std::path::Path) -> Vec<std::path::PathBuf> {
+fn batch_files(out: &Path) -> Vec<PathBuf> {
     let mut dir = out.as_os_str().to_owned();
     dir.push(".batch-files");
-    let mut files: Vec<_> = std::fs::read_dir(std::path::PathBuf::from(dir))
+    let mut files: Vec<_> = std::fs::read_dir(PathBuf::from(dir))
         .expect("batch files")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -411,7 +432,7 @@ fn batch_files(out: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The lines of a batch file, as JSON.
-fn lines_of(file: &std::path::Path) -> Vec<serde_json::Value> {
+fn lines_of(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .expect("batch file")
         .lines()
@@ -421,17 +442,10 @@ fn lines_of(file: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn a_batch_failing_validation_reports_its_lines_against_the_rows_and_sends_the_rest_again() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let text = marked(
-        10,
-        &[(4, "[mock:batch-invalid]"), (7, "[mock:batch-invalid]")],
-    );
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    let job = Job::new(endpoint(), &marked(10, &[4, 7], "[mock:batch-invalid]"));
+    let (code, stderr) = job.run(&FAST);
     assert_eq!(code, 1, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 10);
     for (id, line) in [("r4", 4), ("r7", 7)] {
         let e = &recs[id]["error"];
@@ -452,15 +466,13 @@ fn a_batch_failing_validation_reports_its_lines_against_the_rows_and_sends_the_r
     // The valid lines of the failed batch go again, in a batch of their own, and succeed.
     let ok = recs.values().filter(|r| r["status"] == "ok").count();
     assert_eq!(ok, 8);
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 10 + 8));
 }
 
 #[test]
 fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retry() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let text = marked(
+    let text = marked_each(
         12,
         &[
             (2, "[mock:400]"),
@@ -468,13 +480,10 @@ fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retr
             (8, "[mock:batch-500]"),
         ],
     );
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--max-retries", "1"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(endpoint(), &text);
+    let (code, stderr) = job.run(&fast(&["--max-retries", "1"]));
     assert_eq!(code, 1, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 12);
     let e = &recs["r2"]["error"];
     assert_eq!(
@@ -493,9 +502,9 @@ fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retr
         assert_eq!(recs[id]["attempts"], 2, "{id}");
     }
     assert_eq!(recs.values().filter(|r| r["status"] == "ok").count(), 9);
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.batches_created, s.batch_lines_uploaded), (2, 12 + 2));
-    let files = batch_files(&out);
+    let files = batch_files(&job.out);
     assert_eq!(files.len(), 2);
     let again: Vec<_> = lines_of(&files[1])
         .iter()
@@ -506,16 +515,11 @@ fn per_line_errors_keep_their_record_or_go_again_as_a_synchronous_run_would_retr
 
 #[test]
 fn batch_max_bytes_splits_the_rows_into_files_under_the_limit() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(20));
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--batch-max-bytes", "1000"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(endpoint(), &prompts_jsonl(20));
+    let (code, stderr) = job.run(&fast(&["--batch-max-bytes", "1000"]));
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(records(&out).len(), 20);
-    let files = batch_files(&out);
+    assert_eq!(records(&job.out).len(), 20);
+    let files = batch_files(&job.out);
     assert!(files.len() >= 3, "{files:?}");
     let mut lines = 0;
     for f in &files {
@@ -524,15 +528,13 @@ fn batch_max_bytes_splits_the_rows_into_files_under_the_limit() {
         lines += lines_of(f).len();
     }
     assert_eq!(lines, 20);
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!(s.batches_created, files.len() as u64);
     assert_eq!(s.batch_lines_uploaded, 20);
 }
 
 #[test]
 fn rows_of_different_models_go_to_different_files() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
     let models = ["qwen-plus", "qwen-flash", "qwen-turbo"];
     let text: String = (1..=12)
         .map(|i| {
@@ -542,14 +544,13 @@ fn rows_of_different_models_go_to_different_files() {
             )
         })
         .collect();
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    let job = Job::new(endpoint(), &text);
+    let (code, stderr) = job.run(&FAST);
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 12);
     assert!(recs.values().all(|r| r["status"] == "ok"), "{recs:?}");
-    let files = batch_files(&out);
+    let files = batch_files(&job.out);
     assert_eq!(files.len(), 3);
     let mut seen = Vec::new();
     for f in &files {
@@ -561,7 +562,7 @@ fn rows_of_different_models_go_to_different_files() {
     }
     seen.sort();
     assert_eq!(seen, ["qwen-flash", "qwen-plus", "qwen-turbo"]);
-    assert_eq!(mock.stats().batches_created, 3);
+    assert_eq!(job.mock.stats().batches_created, 3);
 }
 
 #[test]
@@ -572,17 +573,13 @@ fn control_calls_answered_429_or_5xx_are_retried_with_one_batch_per_file() {
         retry_after: Duration::from_millis(20),
         ..MockConfig::default()
     });
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(25));
-    let out = dir.path().join("out.jsonl");
-    let mut args = FAST.to_vec();
-    args.extend(["--batch-max-rows", "10", "--max-retries", "12"]);
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let job = Job::new(mock, &prompts_jsonl(25));
+    let (code, stderr) = job.run(&fast(&["--batch-max-rows", "10", "--max-retries", "12"]));
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 25);
     assert!(recs.values().all(|r| r["status"] == "ok"));
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.files_uploaded, s.batches_created), (3, 3));
     assert_eq!(s.batch_lines_uploaded, 25);
 }
@@ -607,7 +604,6 @@ fn planned_files(stderr: &str) -> Vec<(u64, u64, String)> {
 
 #[test]
 fn dashscope_lines_of_a_hybrid_model_set_enable_thinking_one_mode_per_file() {
-    let dir = tempfile::tempdir().expect("tmp");
     let text: String = (1..=10)
         .map(|i| {
             let params = match i <= 3 {
@@ -617,16 +613,14 @@ fn dashscope_lines_of_a_hybrid_model_set_enable_thinking_one_mode_per_file() {
             format!("{{\"id\":\"r{i}\",\"prompt\":\"Question {i}\"{params}}}\n")
         })
         .collect();
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
+    let job = Job::new(endpoint(), &text);
     let args = ["--batch", "--dry-run", "-m", "qwen-plus"];
     let dashscope = "https://dashscope-intl.aliyuncs.com/compatible-mode/v1";
-    let (code, stderr) = run_io(&input, &out, dashscope, &args);
+    let (code, stderr) = job.run_at(dashscope, &args);
     assert_eq!(code, 0, "{stderr}");
     let on_dashscope = planned_files(&stderr);
     // Elsewhere (the mock on loopback) nothing is added.
-    let mock = endpoint();
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&args);
     assert_eq!(code, 0, "{stderr}");
     let elsewhere = planned_files(&stderr);
     // The rows that ask for thinking are a file of their own either way.
@@ -685,13 +679,7 @@ fn synchronous_calls_to_the_batch_chat_host_are_priced_at_the_batch_price() {
 
 #[test]
 fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
-    let mock = Endpoint::start(MockConfig {
-        batch_step: Duration::from_millis(500),
-        ..MockConfig::default()
-    });
-    let dir = tempfile::tempdir().expect("tmp");
-    let input = write(dir.path(), "in.jsonl", &prompts_jsonl(12));
-    let out = dir.path().join("out.jsonl");
+    let job = Job::new(stepping(Duration::from_millis(500)), &prompts_jsonl(12));
     // Not on a terminal (as under cron): plain lines, polled far more often than the states
     // change.
     let args = [
@@ -701,7 +689,7 @@ fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
         "--batch-max-rows",
         "5",
     ];
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &args);
+    let (code, stderr) = job.run(&args);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         !stderr.contains('\r') && !stderr.contains('\u{1b}'),
@@ -744,17 +732,13 @@ fn waiting_says_each_batch_state_and_counts_once_per_change_in_plain_lines() {
 
 #[test]
 fn a_create_whose_answer_was_lost_is_not_made_twice() {
-    let mock = endpoint();
-    let dir = tempfile::tempdir().expect("tmp");
-    let text = marked(6, &[(3, "[mock:batch-create-lost]")]);
-    let input = write(dir.path(), "in.jsonl", &text);
-    let out = dir.path().join("out.jsonl");
-    let (code, stderr) = run_io(&input, &out, &mock.url(), &FAST);
+    let job = Job::new(endpoint(), &marked(6, &[3], "[mock:batch-create-lost]"));
+    let (code, stderr) = job.run(&FAST);
     assert_eq!(code, 0, "{stderr}");
-    let recs = by_id(&records(&out));
+    let recs = job.records();
     assert_eq!(recs.len(), 6);
     assert!(recs.values().all(|r| r["status"] == "ok"));
     // The create made the batch and answered 500: the retry finds that batch.
-    let s = mock.stats();
+    let s = job.mock.stats();
     assert_eq!((s.files_uploaded, s.batches_created), (1, 1));
 }
