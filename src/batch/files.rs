@@ -140,7 +140,7 @@ impl Maker {
     }
 
     /// Sets `enable_thinking` in every line of a hybrid model whose body has none, to the
-    /// model's default (see [`super::thinking`]): DashScope requires it. The row's record
+    /// model's default (see `batch::thinking`): DashScope requires it. The row's record
     /// keeps the request hash of the body as built, which the side file holds.
     pub fn explicit_thinking(mut self, on: bool) -> Maker {
         self.explicit_thinking = on;

@@ -104,7 +104,7 @@ impl Prices {
     }
 
     /// This table at the batch price, for synchronous calls billed as batch ones (DashScope's
-    /// Batch Chat host): see [`Price::into_batch_price`].
+    /// Batch Chat host): see `Price::into_batch_price`.
     pub fn at_batch_price(mut self, note: &str) -> Prices {
         self.models = std::mem::take(&mut self.models)
             .into_iter()
