@@ -12,10 +12,27 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use super::{Plan, bit, clear_bit, set_bit};
 use crate::output::resume::{Previous, Status};
 
-/// Rows validated ahead of the scan, at most: 32 MiB of them.
-const MAX_WAITING: usize = 1 << 20;
+/// Rows validated ahead of the scan, at most: 72 MiB of them, about what validation does
+/// while the scan reads the records of 10,000,000 rows.
+const MAX_WAITING: usize = 3 << 20;
 /// Rows looked up together once the table is there.
 const CHUNK: usize = 1 << 16;
+
+/// A row waiting for its lookup: 24 bytes, with the 88 bits of the id key the table keeps
+/// (its low 64 and top 24 bits).
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    key: u64,
+    hash: u64,
+    top: u32,
+    number: u32,
+}
+
+impl Waiting {
+    fn key(&self) -> u128 {
+        u128::from(self.top) << 104 | u128::from(self.key)
+    }
+}
 
 /// Looks validated rows up in the scan's table, once the scan sends it.
 pub struct Resumer {
@@ -23,8 +40,8 @@ pub struct Resumer {
     prev: Option<Arc<Previous>>,
     /// The scan ended without a table (it failed: the caller reports why).
     gone: bool,
-    /// Rows validated before the table came, as (id key, request hash, row number).
-    waiting: Vec<(u128, u64, u64)>,
+    /// Rows validated before the table came, or not yet looked up.
+    waiting: Vec<Waiting>,
     rerun_changed: bool,
 }
 
@@ -46,7 +63,22 @@ impl Resumer {
         if self.gone {
             return;
         }
-        self.waiting.push((key, hash, number));
+        let Ok(small) = u32::try_from(number) else {
+            // Past 4,294,967,295 rows: the table first, then this row alone.
+            if self.prev.is_none() {
+                self.receive(plan, true);
+            }
+            if let Some(prev) = &self.prev {
+                look_up(plan, prev, key, hash, number, self.rerun_changed);
+            }
+            return;
+        };
+        self.waiting.push(Waiting {
+            key: key as u64,
+            hash,
+            top: (key >> 104) as u32,
+            number: small,
+        });
         let n = self.waiting.len();
         match &self.prev {
             Some(_) if n >= CHUNK => self.look_up_waiting(plan),
@@ -67,9 +99,10 @@ impl Resumer {
     /// Looks up the waiting rows, in the order of their keys.
     fn look_up_waiting(&mut self, plan: &mut Plan) {
         let Some(prev) = &self.prev else { return };
-        self.waiting.sort_unstable_by_key(|w| w.0);
-        for (key, hash, number) in self.waiting.drain(..) {
-            look_up(plan, prev, key, hash, number, self.rerun_changed);
+        self.waiting.sort_unstable_by_key(|w| w.key);
+        for w in self.waiting.drain(..) {
+            let number = u64::from(w.number);
+            look_up(plan, prev, w.key(), w.hash, number, self.rerun_changed);
         }
         if self.waiting.capacity() > CHUNK {
             self.waiting = Vec::with_capacity(CHUNK);
