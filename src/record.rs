@@ -155,13 +155,12 @@ pub struct RecordHead<'a> {
     pub hash: u64,
 }
 
-impl RecordHead<'_> {
-    /// Whether this record replaces an earlier record of its id as the latest one. A later
-    /// record wins, except that an `invalid_input` record never replaces an ok one: a row
-    /// that was answered stays answered, and is not paid for again.
-    pub fn supersedes(&self, earlier_ok: bool) -> bool {
-        !(earlier_ok && self.invalid_input)
-    }
+/// Whether a record replaces an earlier record of its id as the latest one. A later record
+/// wins, except that an `invalid_input` record never replaces an ok one: a row that was
+/// answered stays answered, and is not paid for again. The resume scan and export keep the
+/// latest record of each id by this rule.
+pub fn supersedes(earlier_ok: bool, later_invalid_input: bool) -> bool {
+    !(earlier_ok && later_invalid_input)
 }
 
 /// A line of a results file, as [`classify`] reads it.

@@ -35,7 +35,7 @@ pub(crate) struct Index {
 
 pub(super) const SEEN: u64 = 1 << 63;
 pub(super) const OK: u64 = 1 << 62;
-/// Pass 1 only: the record is `invalid_input` (see [`crate::record::RecordHead::supersedes`]).
+/// Pass 1 only: the record is `invalid_input` (see [`record::supersedes`]).
 const INVALID: u64 = 1 << 61;
 pub(super) const NO_RECORD: u64 = INVALID - 1;
 
@@ -47,26 +47,20 @@ impl Index {
     }
 
     /// Sorts the records by id, in file order within an id (offsets grow), and keeps each
-    /// id's latest with the rule of `supersedes`.
+    /// id's latest with the rule of [`record::supersedes`].
     fn finish(&mut self) {
         self.records
             .sort_unstable_by_key(|&(k, slot)| (k, slot & NO_RECORD));
-        let mut kept = 0usize;
-        for i in 0..self.records.len() {
-            let (key, slot) = self.records[i];
-            match kept.checked_sub(1).map(|k| &mut self.records[k]) {
-                Some((k, earlier)) if *k == key => {
-                    if !(*earlier & OK != 0 && slot & INVALID != 0) {
-                        *earlier = slot & !INVALID;
-                    }
-                }
-                _ => {
-                    self.records[kept] = (key, slot & !INVALID);
-                    kept += 1;
-                }
+        self.records.dedup_by(|(key, later), (k, earlier)| {
+            let same = key == k;
+            if same && record::supersedes(*earlier & OK != 0, *later & INVALID != 0) {
+                *earlier = *later;
             }
-        }
-        self.records.truncate(kept);
+            same
+        });
+        self.records
+            .iter_mut()
+            .for_each(|(_, slot)| *slot &= !INVALID);
         self.records.shrink_to_fit();
         self.sorted = true;
     }

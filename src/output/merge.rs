@@ -140,19 +140,15 @@ pub fn choose(results: &[PathBuf], report: &mut Merged) -> Result<Choice, MergeE
         }
         report.ok += u64::from(s.ok());
     };
-    let mut best: Option<Seen> = None;
-    for s in seen {
-        best = match best {
-            Some(b) if b.key == s.key => Some(if s.beats(&b) { s } else { b }),
-            Some(b) => {
-                keep(&b, &mut choice);
-                Some(s)
-            }
-            None => Some(s),
-        };
-    }
-    if let Some(b) = best {
-        keep(&b, &mut choice);
+    seen.dedup_by(|later, earlier| {
+        let same = later.key == earlier.key;
+        if same && later.beats(earlier) {
+            *earlier = *later;
+        }
+        same
+    });
+    for s in &seen {
+        keep(s, &mut choice);
     }
     report.ids = choice.keys.len() as u64;
     Ok(choice)

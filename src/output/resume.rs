@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::input::ids::id_key;
-use crate::record::{Line, RecordHead, RecordLines};
+use crate::record::{self, Line, RecordHead, RecordLines};
 
 /// The latest record of an id in an existing results file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +38,22 @@ struct Entry {
     hash: u64,
 }
 
+/// An [`id_key`] cut to the 88 bits the table keeps: (its low 64 bits, its top 24), so that a
+/// row waiting for its lookup fits in 24 bytes (`plan::lookup`). [`long_key`] undoes it.
+pub fn short_key(key: u128) -> (u64, u32) {
+    (key as u64, (key >> 104) as u32)
+}
+
+/// The id key of a [`short_key`], the bits it dropped zero: the table finds it as it finds
+/// the whole key.
+pub fn long_key((low, top): (u64, u32)) -> u128 {
+    u128::from(top) << 104 | u128::from(low)
+}
+
 /// An [`id_key`] as the table keeps it: (its low 64 bits, its top 24 at the top of a `meta`).
 fn split(key: u128) -> (u64, u64) {
-    (key as u64, ((key >> 64) as u64) >> KEY_SHIFT << KEY_SHIFT)
+    let (low, top) = short_key(key);
+    (low, u64::from(top) << KEY_SHIFT)
 }
 
 impl Entry {
@@ -99,7 +112,7 @@ impl LatestTable {
     }
 
     /// Sorts the records by (id key, index) and keeps each id's latest, walking its records in
-    /// file order with the rule of [`RecordHead::supersedes`]: a later record wins, except that
+    /// file order with the rule of [`record::supersedes`]: a later record wins, except that
     /// an `invalid_input` record never replaces an ok one.
     fn finish(&mut self) {
         if self.finished {
@@ -107,20 +120,13 @@ impl LatestTable {
         }
         // Unstable (no scratch buffer): the index in `meta` makes the order total anyway.
         self.entries.sort_unstable_by_key(|e| (e.key, e.meta));
-        let mut kept = 0usize;
-        for i in 0..self.entries.len() {
-            let e = self.entries[i];
-            if kept > 0 && self.entries[kept - 1].id() == e.id() {
-                let earlier = &mut self.entries[kept - 1];
-                if !(earlier.ok() && e.invalid_input()) {
-                    *earlier = e;
-                }
-            } else {
-                self.entries[kept] = e;
-                kept += 1;
+        self.entries.dedup_by(|later, earlier| {
+            let same = later.id() == earlier.id();
+            if same && record::supersedes(earlier.ok(), later.invalid_input()) {
+                *earlier = *later;
             }
-        }
-        self.entries.truncate(kept);
+            same
+        });
         self.entries.shrink_to_fit();
         self.finished = true;
     }
@@ -247,7 +253,7 @@ impl Previous {
 
 impl Previous {
     /// Counts a record, the `index`-th of the file, and makes it its id's latest unless it
-    /// does not supersede the one before (see [`RecordHead::supersedes`]).
+    /// does not supersede the one before (see [`record::supersedes`]).
     fn add(&mut self, head: &RecordHead) {
         self.latest.push(id_key(&head.id), head, self.records);
         self.records += 1;

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
-use super::{Plan, bit, clear_bit, set_bit};
-use crate::output::resume::{Previous, Status};
+use super::{Plan, bit, clear_bit};
+use crate::output::resume::{Previous, long_key, short_key};
 
 /// Rows validated ahead of the scan, at most: 72 MiB of them, about what validation does
 /// while the scan reads the records of 10,000,000 rows.
@@ -18,20 +18,14 @@ const MAX_WAITING: usize = 3 << 20;
 /// Rows looked up together once the table is there.
 const CHUNK: usize = 1 << 16;
 
-/// A row waiting for its lookup: 24 bytes, with the 88 bits of the id key the table keeps
-/// (its low 64 and top 24 bits).
+/// A row waiting for its lookup: 24 bytes, with the id key as the table keeps it (see
+/// [`short_key`]).
 #[derive(Debug, Clone, Copy)]
 struct Waiting {
     key: u64,
     hash: u64,
     top: u32,
     number: u32,
-}
-
-impl Waiting {
-    fn key(&self) -> u128 {
-        u128::from(self.top) << 104 | u128::from(self.key)
-    }
 }
 
 /// Looks validated rows up in the scan's table, once the scan sends it.
@@ -73,10 +67,11 @@ impl Resumer {
             }
             return;
         };
+        let (key, top) = short_key(key);
         self.waiting.push(Waiting {
-            key: key as u64,
+            key,
             hash,
-            top: (key >> 104) as u32,
+            top,
             number: small,
         });
         let n = self.waiting.len();
@@ -102,7 +97,14 @@ impl Resumer {
         self.waiting.sort_unstable_by_key(|w| w.key);
         for w in self.waiting.drain(..) {
             let number = u64::from(w.number);
-            look_up(plan, prev, w.key(), w.hash, number, self.rerun_changed);
+            look_up(
+                plan,
+                prev,
+                long_key((w.key, w.top)),
+                w.hash,
+                number,
+                self.rerun_changed,
+            );
         }
         if self.waiting.capacity() > CHUNK {
             self.waiting = Vec::with_capacity(CHUNK);
@@ -130,39 +132,25 @@ impl Resumer {
     }
 }
 
-/// Counts a row done or changed by its id's latest record, and marks the rows the run skips,
-/// as [`Plan::resume`] does.
+/// Counts a row by its id's latest record (see [`Plan::count`]).
 fn look_up(plan: &mut Plan, prev: &Previous, key: u128, hash: u64, number: u64, rerun: bool) {
-    match prev.status_by_key(key, hash) {
-        Status::Done => {
-            plan.rows_done += 1;
-            set_bit(&mut plan.done_bits, number);
-            set_bit(&mut plan.skip_rows, number);
-        }
-        Status::Changed => {
-            plan.rows_changed += 1;
-            set_bit(&mut plan.changed_bits, number);
-            if !rerun {
-                set_bit(&mut plan.skip_rows, number);
-            }
-        }
-        Status::Pending => {}
-    }
+    plan.count(prev.status_by_key(key, hash), number, rerun);
 }
 
 impl Plan {
-    /// A row [`look_up`] counted turned out invalid (a later row of a duplicate id, or a row
-    /// without an id): it is neither done nor changed, but gets its `invalid_input` record.
+    /// A row [`Plan::count`] counted turned out invalid (a later row of a duplicate id, or a
+    /// row without an id): it is neither done nor changed, but gets its `invalid_input` record.
     pub(super) fn uncount(&mut self, number: u64) {
-        if bit(&self.done_bits, number) {
-            self.rows_done -= 1;
-            clear_bit(&mut self.done_bits, number);
-            clear_bit(&mut self.skip_rows, number);
-        }
-        if bit(&self.changed_bits, number) {
-            self.rows_changed -= 1;
-            clear_bit(&mut self.changed_bits, number);
-            clear_bit(&mut self.skip_rows, number);
+        let counted = [
+            (&mut self.done_bits, &mut self.rows_done),
+            (&mut self.changed_bits, &mut self.rows_changed),
+        ];
+        for (bits, rows) in counted {
+            if bit(bits, number) {
+                *rows -= 1;
+                clear_bit(bits, number);
+                clear_bit(&mut self.skip_rows, number);
+            }
         }
     }
 }
@@ -225,10 +213,6 @@ mod tests {
         r.row(&mut plan, id_key("a"), 1, 2);
         r.finish(&mut plan);
         assert_eq!(plan.rows_done, 0);
-        assert!(r_is_empty(&plan));
-    }
-
-    fn r_is_empty(plan: &Plan) -> bool {
-        plan.skip_rows.iter().all(|&w| w == 0)
+        assert!(plan.skip_rows.iter().all(|&w| w == 0));
     }
 }

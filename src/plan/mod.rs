@@ -103,24 +103,35 @@ impl Plan {
             if invalid.contains(&u64::from(line)) {
                 continue;
             }
-            let number = u64::from(number);
-            let skip = match prev.status_by_key(key, hash) {
-                Status::Done => {
-                    self.rows_done += 1;
-                    true
-                }
-                Status::Changed => {
-                    self.rows_changed += 1;
-                    !rerun_changed
-                }
-                Status::Pending => false,
-            };
-            if skip {
-                set_bit(&mut self.skip_rows, number);
-            } else if let Some(e) = estimates.get(&(number as u32)) {
+            let skip = self.count(
+                prev.status_by_key(key, hash),
+                u64::from(number),
+                rerun_changed,
+            );
+            if let (false, Some(e)) = (skip, estimates.get(&number)) {
                 self.est_input_tokens += u64::from(*e);
             }
         }
+    }
+
+    /// Counts a row done or changed by its id's latest record, and marks it for the run to
+    /// skip when it is done, or changed without `--rerun-changed`. Returns whether it skips.
+    fn count(&mut self, status: Status, number: u64, rerun_changed: bool) -> bool {
+        let (bits, rows, skip) = match status {
+            Status::Done => (&mut self.done_bits, &mut self.rows_done, true),
+            Status::Changed => (
+                &mut self.changed_bits,
+                &mut self.rows_changed,
+                !rerun_changed,
+            ),
+            Status::Pending => return false,
+        };
+        *rows += 1;
+        set_bit(bits, number);
+        if skip {
+            set_bit(&mut self.skip_rows, number);
+        }
+        skip
     }
 }
 
