@@ -4,13 +4,12 @@
 //! each attempt by. Over the cap, nothing is submitted.
 
 use crate::exit::Stop;
+// Output tokens per row when `--max-tokens` is not given: the synchronous mode's bound
+// before any answer.
+use crate::limit::INITIAL_OUTPUT_GUESS as OUTPUT_GUESS;
 use crate::pricing::{self, Prices};
 use crate::request::estimate_tokens;
 use crate::settings::Settings;
-
-/// Output tokens per row when `--max-tokens` is not given: the synchronous mode's bound
-/// before any answer.
-const OUTPUT_GUESS: u64 = 256;
 
 /// The worst case of the rows about to be submitted.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -87,7 +87,7 @@ const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(1);
 /// a little high (so cautious) for English.
 const INITIAL_TOKENS_PER_BYTE: f64 = 1.0 / 3.0;
 /// Output tokens expected before any answer has been seen, when `--max-tokens` is not set.
-const INITIAL_OUTPUT_GUESS: f64 = 256.0;
+pub const INITIAL_OUTPUT_GUESS: u64 = 256;
 
 /// Flow control shared by the dispatcher and every worker.
 #[derive(Debug)]
@@ -228,7 +228,7 @@ impl Flow {
         let answers = self.seen_answers.load(Relaxed);
         let output = match self.max_tokens {
             Some(m) => m as f64,
-            None if answers == 0 => INITIAL_OUTPUT_GUESS,
+            None if answers == 0 => INITIAL_OUTPUT_GUESS as f64,
             None => self.seen_output.load(Relaxed) as f64 / answers as f64,
         };
         self.input_estimate(body_bytes) + output
@@ -250,7 +250,7 @@ impl Flow {
     pub fn output_bound(&self) -> u64 {
         self.max_tokens
             .unwrap_or_else(|| match self.seen_max_output.load(Relaxed) {
-                0 => INITIAL_OUTPUT_GUESS as u64,
+                0 => INITIAL_OUTPUT_GUESS,
                 m => m + m.div_ceil(4),
             })
     }
@@ -805,7 +805,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn estimate_learns_from_usage() {
         let f = Flow::new(4, None, Some(600_000), None);
-        assert!((f.estimate(300) - (100.0 + INITIAL_OUTPUT_GUESS)).abs() < 1e-9);
+        assert!((f.estimate(300) - (100.0 + INITIAL_OUTPUT_GUESS as f64)).abs() < 1e-9);
         let s = f.before_attempt(300).await;
         f.after_attempt(
             300,
